@@ -1,0 +1,1 @@
+"""loragraph.training"""
