@@ -1,0 +1,392 @@
+"""Small task heads on the transformer body, and the helpers trainers and the host share.
+
+A classify or tag adapter is a causal-LM LoRA (PEFT format) plus its own small head,
+stored beside it as ``head.safetensors``. The head reads the last hidden state of the
+transformer body (no ``lm_head``, no decoding):
+
+- ``ClassifyHead``: dropout + ``Linear`` on the hidden state of the last real token;
+- ``TagHead``: ``Linear`` on every token's hidden state -> BIO tag logits.
+
+Heads always compute in fp32, whatever the base's compute dtype.
+
+The helpers below are used by BOTH the trainers and ``AdapterHost``, so an adapter sees
+at run time exactly the inputs it was trained on:
+
+- ``encode(tokenizer, texts, max_length)``: left-padded batch with char offsets;
+- ``body_hidden_states(model, input_ids, attention_mask)``: ``[B, T, H]`` from the body,
+  position ids from the mask (left padding), on a ``PeftModel`` (active LoRA, or a mixed
+  batch with ``adapter_names=``) or a plain model;
+- ``pool_last(hidden, mask)``: the hidden state of each row's last real token;
+- ``spans_to_tag_ids`` / ``tag_ids_to_spans``: char spans <-> BIO tag ids per token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from loragraph.errors import ConfigError, InputError, IntegrityError
+
+__all__ = [
+    "HEAD_FILE",
+    "IGNORE_INDEX",
+    "ClassifyHead",
+    "Head",
+    "HeadConfig",
+    "TagHead",
+    "body_hidden_states",
+    "build_head",
+    "encode",
+    "load_head",
+    "pool_last",
+    "position_ids_from_mask",
+    "save_head",
+    "spans_to_tag_ids",
+    "tag_ids_to_spans",
+]
+
+HEAD_FILE = "head.safetensors"
+"""File name of a head inside an adapter folder."""
+
+IGNORE_INDEX = -100
+"""Tag id of special and padding tokens (ignored by the loss, skipped when decoding)."""
+
+_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+
+
+class HeadConfig(BaseModel):
+    """Shape of a classify or tag head; stored in the manifest and in ``head.safetensors``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["classify", "tag"] = Field(
+        description="`classify`: one label per text; `tag`: a BIO tag per token (entities)."
+    )
+    labels: list[str] = Field(
+        description="classify: the class labels, in logit order; tag: the entity types (BIO tags derive from them)."
+    )
+    hidden_size: int = Field(gt=0, description="hidden size of the base the head reads (`base.hidden_size`).")
+    dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="dropout before the classify `Linear` (training only; unused by tag heads)."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for label in labels:
+            if not label or label != label.strip():
+                raise ValueError(f"`labels` entries must be non-empty without surrounding spaces, got {label!r}")
+            if label in seen:
+                raise ValueError(f"`labels` must be unique, {label!r} appears twice")
+            seen.add(label)
+        return labels
+
+    @model_validator(mode="after")
+    def _labels_fit_kind(self) -> HeadConfig:
+        if self.kind == "classify" and len(self.labels) < 2:
+            raise ValueError(f"`labels` must list at least 2 labels for a classify head, got {len(self.labels)}")
+        if self.kind == "tag":
+            if not self.labels:
+                raise ValueError("`labels` must list at least 1 entity type for a tag head, got 0")
+            for label in self.labels:
+                if not _TYPE_RE.match(label) or label == "O":
+                    raise ValueError(
+                        f"`labels` entity type {label!r} must be a word like `EMAIL` or `ORDER_ID` (not `O`)"
+                    )
+        return self
+
+    @property
+    def tags(self) -> list[str]:
+        """BIO tags of a tag head: ``["O", "B-T1", "I-T1", "B-T2", ...]`` (empty for classify)."""
+        if self.kind != "tag":
+            return []
+        out = ["O"]
+        for label in self.labels:
+            out += [f"B-{label}", f"I-{label}"]
+        return out
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head's output: number of labels (classify) or BIO tags (tag)."""
+        return len(self.labels) if self.kind == "classify" else len(self.tags)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class ClassifyHead(nn.Module):
+    """Dropout + ``Linear`` on the pooled last-token hidden state; fp32."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        if config.kind != "classify":
+            raise ConfigError(f"`head.kind` must be `classify` for a ClassifyHead, got `{config.kind}`")
+        self.config = config
+        self.dropout = nn.Dropout(config.dropout)
+        self.linear = nn.Linear(config.hidden_size, config.num_outputs, dtype=torch.float32)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``hidden [B, T, H]``, ``attention_mask [B, T]`` -> logits ``[B, labels]``."""
+        pooled = pool_last(hidden, attention_mask).to(self.linear.weight.dtype)
+        return self.linear(self.dropout(pooled))
+
+
+class TagHead(nn.Module):
+    """``Linear`` on each token's hidden state -> BIO tag logits; fp32."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        if config.kind != "tag":
+            raise ConfigError(f"`head.kind` must be `tag` for a TagHead, got `{config.kind}`")
+        self.config = config
+        self.linear = nn.Linear(config.hidden_size, config.num_outputs, dtype=torch.float32)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden [B, T, H]`` -> logits ``[B, T, tags]`` (the mask is unused; decode skips pads)."""
+        return self.linear(hidden.to(self.linear.weight.dtype))
+
+
+Head = ClassifyHead | TagHead
+
+
+def build_head(config: HeadConfig) -> Head:
+    """A freshly initialised head for ``config`` (fp32)."""
+    return ClassifyHead(config) if config.kind == "classify" else TagHead(config)
+
+
+def save_head(head: Head, folder: str | Path) -> Path:
+    """Write ``head`` to ``folder/head.safetensors`` (config in the metadata); return the file."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / HEAD_FILE
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, str(target), metadata={"loragraph_head": head.config.model_dump_json()})
+    return target
+
+
+def load_head(path: str | Path, config: HeadConfig | None = None) -> Head:
+    """Load a head from ``head.safetensors`` (or the folder holding it); only safetensors.
+
+    When ``config`` is given (the manifest's), the file's own config must equal it.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / HEAD_FILE
+    if path.suffix != ".safetensors":
+        raise IntegrityError(f"heads load only from `.safetensors`, got `{path.name}`", where=str(path))
+    if not path.is_file():
+        raise IntegrityError(f"`{HEAD_FILE}` is missing", where=str(path.parent))
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    stored: HeadConfig | None = None
+    if "loragraph_head" in meta:
+        try:
+            stored = HeadConfig.model_validate(json.loads(meta["loragraph_head"]))
+        except ValueError as exc:
+            raise IntegrityError(f"head metadata is not a valid HeadConfig: {exc}", where=str(path)) from exc
+    if stored is not None and config is not None and stored != config:
+        raise IntegrityError(
+            f"head config in the file ({stored.model_dump()}) differs from the manifest's `head` ({config.model_dump()})",
+            where=str(path),
+        )
+    cfg = config or stored
+    if cfg is None:
+        raise IntegrityError("head file carries no config and none was given", where=str(path))
+    head = build_head(cfg)
+    state = load_file(str(path))
+    try:
+        head.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise IntegrityError(f"head weights do not fit `{cfg.kind}` head {cfg.model_dump()}: {exc}", where=str(path)) from exc
+    head.eval()
+    return head
+
+
+# --------------------------------------------------------------------------- body
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counting only real tokens (left padding: pads get 0), as ``generate`` does."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+def _peft_hooks(model: Any, adapter_names: Sequence[str] | None) -> contextlib.AbstractContextManager[Any]:
+    if adapter_names is None:
+        return contextlib.nullcontext()
+    hooks = getattr(model, "_enable_peft_forward_hooks", None)
+    if hooks is None:
+        raise ConfigError("`adapter_names` needs a PeftModel (mixed-adapter batches run through peft's LoRA layers)")
+    return hooks(adapter_names=list(adapter_names))  # type: ignore[no-any-return]
+
+
+def _body(model: Any) -> nn.Module:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    if body is None or body is inner:
+        raise ConfigError(f"`{type(inner).__name__}` has no transformer body (`get_decoder()`) to read hidden states from")
+    return body  # type: ignore[no-any-return]
+
+
+def body_hidden_states(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    adapter_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Run the transformer body WITHOUT ``lm_head``; return the final hidden states ``[B, T, H]``.
+
+    Works on a ``PeftModel`` (its LoRA layers sit inside the body, so the active adapter
+    applies; a disabled adapter context applies too) and on a plain causal LM. Position
+    ids come from the mask because batches are left-padded. ``adapter_names`` (one per
+    row, ``"__base__"`` for none) runs a mixed-adapter batch through peft's own hooks.
+    """
+    body = _body(model)
+    with _peft_hooks(model, adapter_names):
+        out = body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state of each row's last real token: ``[B, T, H]`` -> ``[B, H]`` (left or right padding)."""
+    batch, length = attention_mask.shape
+    positions = torch.arange(length, device=attention_mask.device).expand(batch, length)
+    last = torch.where(attention_mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
+    if bool((last < 0).any()):
+        raise InputError("a row of the batch has no tokens (empty text)")
+    return hidden[torch.arange(batch, device=hidden.device), last]
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:
+    """Tokenize ``texts`` as one left-padded batch with char offsets.
+
+    Returns the tokenizer's ``BatchEncoding`` with ``input_ids``, ``attention_mask`` and
+    ``offset_mapping`` tensors (``[B, T]``, ``[B, T]``, ``[B, T, 2]``). Texts longer than
+    ``max_length`` tokens are truncated at the end. An empty text is an ``InputError``.
+    """
+    if isinstance(texts, str):
+        raise InputError("`texts` must be a list of strings, got one string")
+    if not texts:
+        raise InputError("`texts` must hold at least one text, got 0")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"`texts[{i}]` must be a non-empty string, got {text!r}"[:200])
+    if max_length < 1:
+        raise ConfigError(f"`max_length` must be at least 1, got {max_length}")
+    return tokenizer(
+        list(texts),
+        padding=True,
+        padding_side="left",
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def _pairs(offsets: Any) -> list[tuple[int, int]]:
+    if isinstance(offsets, torch.Tensor):
+        offsets = offsets.tolist()
+    return [(int(s), int(e)) for s, e in offsets]
+
+
+def spans_to_tag_ids(
+    offsets: Any, entities: Sequence[Mapping[str, Any]], config: HeadConfig
+) -> list[int]:
+    """Char spans -> one BIO tag id per token of ONE text (``IGNORE_INDEX`` for special/pad tokens).
+
+    ``offsets``: the text's ``offset_mapping`` rows (``(start, end)`` per token, ``(0, 0)``
+    for special and pad tokens). ``entities``: ``{"type", "start", "end"}`` char spans
+    (end exclusive). A token belongs to an entity when their char ranges overlap; the
+    first such token gets ``B-TYPE``, the following ones ``I-TYPE``.
+    """
+    if config.kind != "tag":
+        raise ConfigError(f"`head.kind` must be `tag` to build tag ids, got `{config.kind}`")
+    index = {tag: i for i, tag in enumerate(config.tags)}
+    pairs = _pairs(offsets)
+    ids = [IGNORE_INDEX if s == e else 0 for s, e in pairs]
+    spans = sorted(entities, key=lambda e: (int(e["start"]), int(e["end"])))
+    prev_end = -1
+    for ent in spans:
+        etype, start, end = ent.get("type"), int(ent["start"]), int(ent["end"])
+        if etype not in config.labels:
+            raise ConfigError(f"entity `type` {etype!r} is not one of the head's `labels` {config.labels}")
+        if end <= start:
+            raise ConfigError(f"entity span `start`={start} `end`={end} is empty")
+        if start < prev_end:
+            raise ConfigError(f"entity spans overlap at char {start} (previous ends at {prev_end})")
+        prev_end = end
+        first = True
+        for i, (s, e) in enumerate(pairs):
+            if s == e or e <= start or s >= end:
+                continue
+            ids[i] = index[f"{'B' if first else 'I'}-{etype}"]
+            first = False
+    return ids
+
+
+def _iter_spans(pairs: list[tuple[int, int]], tags: list[str], ids: list[int]) -> Iterator[tuple[str, int, int]]:
+    current: tuple[str, int, int] | None = None
+    for (s, e), tid in zip(pairs, ids, strict=False):
+        if s == e or tid == IGNORE_INDEX:
+            continue  # special or pad token: neither starts nor ends a span
+        tag = tags[tid] if 0 <= tid < len(tags) else "O"
+        if tag == "O":
+            if current:
+                yield current
+            current = None
+            continue
+        prefix, etype = tag.split("-", 1)
+        if prefix == "I" and current is not None and current[0] == etype:
+            current = (etype, current[1], max(current[2], e))
+        else:  # B-, or an I- that does not continue a span: start a new one
+            if current:
+                yield current
+            current = (etype, s, e)
+    if current:
+        yield current
+
+
+def tag_ids_to_spans(text: str, offsets: Any, tag_ids: Any, config: HeadConfig) -> list[dict[str, Any]]:
+    """BIO tag ids per token of ONE text -> ``[{"type", "text", "start", "end"}]``.
+
+    Offsets are exact char offsets into ``text`` (end exclusive) and
+    ``text[start:end] == entity["text"]``. The leading space a byte-level BPE token
+    carries (``"Ġmaria"``) and any surrounding whitespace are stripped from each span.
+    """
+    if config.kind != "tag":
+        raise ConfigError(f"`head.kind` must be `tag` to decode tag ids, got `{config.kind}`")
+    ids = tag_ids.tolist() if isinstance(tag_ids, torch.Tensor) else [int(t) for t in tag_ids]
+    out: list[dict[str, Any]] = []
+    for etype, start, end in _iter_spans(_pairs(offsets), config.tags, ids):
+        end = min(end, len(text))
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            out.append({"type": etype, "text": text[start:end], "start": start, "end": end})
+    return out
