@@ -79,3 +79,222 @@ def tiny_base_dir(path: str | Path, *, vocab_size: int = 600, hidden_size: int =
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- EchoRouter
+
+import re as _re  # noqa: E402
+import threading as _threading  # noqa: E402
+import time as _time  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from pydantic import BaseModel as _BaseModel  # noqa: E402
+from pydantic import Field as _Field  # noqa: E402
+
+from loragraph import errors as _errors  # noqa: E402
+from loragraph.router.result import GuardrailVerdict, RunResult, StepTrace  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from loragraph.adapters.registry import AdapterVersion, Registry
+
+__all__ += ["ECHO_INTENTS", "EchoRouter", "EchoSpec", "EchoStage", "EchoTimeout"]
+
+# The router's own timeout error when it exists in loragraph.errors; a stand-in otherwise.
+EchoTimeout: type[_errors.RuntimeFailure] = getattr(_errors, "RunTimeout", None) or type(
+    "RunTimeout", (_errors.RuntimeFailure,), {"__doc__": "The run's deadline passed between two steps."}
+)
+
+ECHO_INTENTS: dict[str, str] = {
+    "refund": "refund_request",
+    "charged": "refund_request",
+    "cancel": "cancel_order",
+    "where is": "order_status",
+    "arrive": "order_status",
+    "password": "account_access",
+    "address": "change_address",
+    "return": "return_item",
+}
+"""Keyword -> fake ``intent`` label used by ``EchoRouter`` (first match wins; else ``other``)."""
+
+_ATTACK = "ignore all previous instructions"
+_ENTITY_PATTERNS = {
+    "order_id": _re.compile(r"(?:#[A-Z]-?\d{3,}|\bORD-\d{4}-\d+\b|#\d{4,})"),
+    "email": _re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
+    "money": _re.compile(r"\$\d+(?:\.\d\d)?"),
+}
+
+
+class EchoStage(_BaseModel):
+    """One stage of an ``EchoRouter`` pipeline."""
+
+    name: str = _Field(description="stage name, e.g. `intent`")
+    kind: str = _Field(description="`guardrail`, `classify`, `tag` or `generate`")
+    adapter: str | None = _Field(None, description="adapter reference (`intent` or `intent@v2`), or None")
+
+
+class EchoSpec(_BaseModel):
+    """The spec of an ``EchoRouter``: its name and stages in execution order."""
+
+    name: str = _Field(description="pipeline name")
+    stages: list[EchoStage] = _Field(description="stages in execution order")
+
+
+_DEFAULT_STAGES = [
+    EchoStage(name="input_guardrail", kind="guardrail", adapter="injection"),
+    EchoStage(name="intent", kind="classify", adapter="intent"),
+    EchoStage(name="entities", kind="tag", adapter="entities"),
+    EchoStage(name="summary", kind="generate", adapter="summary"),
+    EchoStage(name="reply", kind="generate", adapter="reply"),
+]
+
+
+class EchoRouter:
+    """A router double with the surface of ``loragraph.router.Router`` and no weights.
+
+    ``run(text)`` walks its stages in a few microseconds (plus ``delay_s``, spread evenly
+    over the stages so a deadline is checked between steps like the real router does):
+
+    - ``guardrail`` stages flag ``"ignore all previous instructions"`` as `attack` and
+      block the run (status ``blocked``);
+    - ``classify`` stages label the text by keywords (``ECHO_INTENTS``, else ``other``);
+    - ``tag`` stages find order ids, emails and amounts with regular expressions;
+    - ``generate`` stages echo ``[stage] <first 200 characters>``; the last one is the reply.
+
+    ``fail_stage`` makes that stage raise ``StepError`` on every run. With a ``registry``,
+    adapter references resolve to registry versions (``refresh()`` re-resolves them, so a
+    promotion shows in ``adapters()`` and in the next run's trace); without one the trace
+    shows the reference as written. Thread-safe: runs may overlap.
+    """
+
+    def __init__(
+        self,
+        name: str = "echo",
+        *,
+        stages: list[EchoStage] | None = None,
+        delay_s: float = 0.0,
+        fail_stage: str | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = EchoSpec(name=name, stages=list(stages or _DEFAULT_STAGES))
+        self.delay_s = float(delay_s)
+        self.fail_stage = fail_stage
+        self.registry = registry
+        self.refresh_count = 0
+        self.runs = 0
+        self._lock = _threading.Lock()
+        self._resolved: dict[str, AdapterVersion] = {}
+        self.refresh()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, registry: Registry | None = None, base: Any = None, **kwargs: Any) -> EchoRouter:
+        """Read ``name`` and ``stages`` (``name``, ``kind``, ``adapter``) from a pipeline YAML, loosely."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise _errors.ConfigError(f"cannot read pipeline YAML: {exc}", where=path.name) from exc
+        raw = data.get("stages") if isinstance(data, dict) else None
+        items = list(raw.items()) if isinstance(raw, dict) else [(None, s) for s in raw or []]
+        stages = [
+            EchoStage(name=str(s.get("name", key)), kind=str(s.get("kind", "generate")), adapter=s.get("adapter"))
+            for key, s in items
+            if isinstance(s, dict) and (s.get("name") or key)
+        ]
+        name = str(data.get("name", path.stem)) if isinstance(data, dict) else path.stem
+        return cls(name, stages=stages or None, registry=registry, **kwargs)
+
+    # ------------------------------------------------------------------ surface
+
+    def refresh(self) -> None:
+        """Re-resolve adapter references against the registry (promoted versions)."""
+        resolved: dict[str, AdapterVersion] = {}
+        if self.registry is not None:
+            for stage in self.spec.stages:
+                if stage.adapter:
+                    resolved[stage.name] = self.registry.resolve(stage.adapter)
+        with self._lock:
+            self._resolved = resolved
+            self.refresh_count += 1
+
+    def adapters(self) -> list[AdapterVersion]:
+        """Registry versions in use (empty without a registry)."""
+        with self._lock:
+            return list(self._resolved.values())
+
+    def run_many(self, texts: list[str]) -> list[RunResult]:
+        return [self.run(text) for text in texts]
+
+    def run(self, text: str, *, run_id: str | None = None, deadline: float | None = None) -> RunResult:
+        """Run the fake pipeline over ``text``; ``deadline`` is a ``time.monotonic()`` value."""
+        import uuid
+
+        if not isinstance(text, str) or not text.strip():
+            raise _errors.InputError("`text` must be a non-empty string")
+        with self._lock:
+            resolved = dict(self._resolved)
+            self.runs += 1
+        started = _time.perf_counter()
+        result = RunResult(id=run_id or uuid.uuid4().hex, pipeline=self.name)
+        pause = self.delay_s / max(1, len(self.spec.stages))
+        for stage in self.spec.stages:
+            if deadline is not None and _time.monotonic() >= deadline:
+                raise EchoTimeout(f"deadline passed before stage `{stage.name}`", where=f"run {result.id}")
+            t0 = _time.perf_counter()
+            if pause:
+                _time.sleep(pause)
+            if stage.name == self.fail_stage:
+                raise _errors.StepError("echo failure injected by `fail_stage`", stage=stage.name)
+            version = resolved.get(stage.name)
+            ref = version.ref if version is not None else stage.adapter
+            output, verdict = self._step(stage, text, result)
+            trace = StepTrace(stage=stage.name, kind=stage.kind, adapter=ref, latency_ms=0.0, verdict=verdict)
+            result.outputs[stage.name] = output
+            result.path.append(stage.name)
+            if verdict is not None:
+                result.verdicts.append(verdict)
+            trace.latency_ms = (_time.perf_counter() - t0) * 1000
+            result.trace.append(trace)
+            if verdict is not None and not verdict.passed:
+                trace.status = "blocked"
+                result.status = "blocked"
+                result.reply = "Sorry, I cannot help with that request."
+                break
+            if stage.kind == "generate":
+                result.reply = output["text"]
+        for before, after in zip(result.trace, result.trace[1:], strict=False):
+            before.next = [after.stage]
+        result.latency_ms = (_time.perf_counter() - started) * 1000
+        return result
+
+    @staticmethod
+    def _step(stage: EchoStage, text: str, result: RunResult) -> tuple[dict[str, Any], GuardrailVerdict | None]:
+        lowered = text.lower()
+        if stage.kind == "guardrail":
+            attack = _ATTACK in lowered
+            verdict = GuardrailVerdict(
+                guardrail=stage.name,
+                label="attack" if attack else "safe",
+                score=0.97 if attack else 0.03,
+                threshold=0.5,
+                passed=not attack,
+                action="block" if attack else "none",
+                reason="prompt injection phrase" if attack else "",
+            )
+            return {"label": verdict.label, "score": verdict.score, "passed": verdict.passed, "action": verdict.action}, verdict
+        if stage.kind == "classify":
+            label = next((lab for key, lab in ECHO_INTENTS.items() if key in lowered), "other")
+            labels = sorted({*ECHO_INTENTS.values(), "other"})
+            scores = {lab: (0.9 if lab == label else 0.1 / (len(labels) - 1)) for lab in labels}
+            return {"label": label, "score": scores[label], "scores": scores}, None
+        if stage.kind == "tag":
+            entities = [
+                {"type": kind, "text": m.group(0), "start": m.start(), "end": m.end()}
+                for kind, pattern in _ENTITY_PATTERNS.items()
+                for m in pattern.finditer(text)
+            ]
+            return {"entities": sorted(entities, key=lambda e: e["start"])}, None
+        snippet = " ".join(text.split())[:200]
+        return {"text": f"[{stage.name}] {snippet}"}, None

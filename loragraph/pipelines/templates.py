@@ -11,13 +11,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from loragraph.errors import ConfigError, InputError
 
-__all__ = ["entity_list", "render_prompt", "template_variables"]
+__all__ = ["entity_list", "render_prompt", "template_fields", "template_variables"]
 
 
 def entity_list(entities: Any) -> str:
@@ -47,6 +47,26 @@ def template_variables(template: str) -> set[str]:
         return set(meta.find_undeclared_variables(_env().parse(template)))
     except TemplateSyntaxError as exc:
         raise ConfigError(f"`prompt` is not a valid template: {exc.message} (template line {exc.lineno})") from exc
+
+
+def template_fields(template: str) -> set[tuple[str, str]]:
+    """``(name, key)`` pairs a template reads from its context: ``{{ intent.label }}`` and
+    ``{{ intent['label'] }}`` give ``("intent", "label")`` (static validation of outputs)."""
+    try:
+        parsed = _env().parse(template)
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"`prompt` is not a valid template: {exc.message} (template line {exc.lineno})") from exc
+    free = set(meta.find_undeclared_variables(parsed))
+    found: set[tuple[str, str]] = set()
+    for node in parsed.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node
+        if not isinstance(base, nodes.Name) or base.name not in free:
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.add((base.name, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add((base.name, node.arg.value))
+    return found
 
 
 def render_prompt(template: str, context: dict[str, Any], *, where: str | None = None) -> str:

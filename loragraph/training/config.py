@@ -191,6 +191,7 @@ class TrainConfig(BaseModel):
             "seed": self.seed,
             "early_stopping_patience": self.early_stopping_patience,
             "max_train_examples": self.max_train_examples,
+            **({"max_new_tokens": self.max_new_tokens} if self.kind == "generate" else {}),
         }
 
     @property

@@ -1,0 +1,239 @@
+"""Worker threads that call ``router.run`` off the event loop, fed by two bounded queues.
+
+Interactive runs (POST .../runs, the client waits) go to a queue of ``queue_size``; batch
+job runs to a backlog of ``job_backlog``. Workers always take interactive runs first. A
+full queue raises ``QueueFullError`` (503 + Retry-After) before anything is stored.
+
+Deadlines: an interactive run's deadline is set when it is accepted (the client waits);
+a job run's when a worker starts it. A run whose deadline passed while queued is failed
+with reason `timeout` without calling the router; the router gets the deadline and stops
+between steps. The store's conditional updates make the first finisher win.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from loragraph.api.errors import QueueFullError, scrub
+from loragraph.api.metrics import ApiMetrics
+from loragraph.api.store import TIMEOUT, Store
+from loragraph.errors import UserError
+from loragraph.router.result import RunResult
+
+__all__ = ["RouterLike", "RunQueue", "WorkItem"]
+
+log = logging.getLogger("loragraph.api")
+
+
+@runtime_checkable
+class RouterLike(Protocol):
+    """What the API needs of a router: ``loragraph.router.Router`` and ``EchoRouter`` both fit."""
+
+    name: str
+    spec: Any
+
+    def run(self, text: str, *, run_id: str | None = None, deadline: float | None = None) -> RunResult: ...
+
+    def refresh(self) -> None: ...
+
+    def adapters(self) -> list[Any]: ...
+
+
+@dataclass
+class WorkItem:
+    """One accepted run waiting for a worker."""
+
+    run_id: str
+    pipeline: str
+    text: str
+    interactive: bool
+    deadline: float | None = None
+    future: Future[RunResult] = field(default_factory=Future)
+
+
+def _accepts_deadline(router: RouterLike) -> bool:
+    try:
+        params = inspect.signature(router.run).parameters
+    except (TypeError, ValueError):
+        return False
+    return "deadline" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class RunQueue:
+    """Bounded queues and ``workers`` threads running pipelines."""
+
+    def __init__(
+        self,
+        store: Store,
+        routers: Mapping[str, RouterLike],
+        metrics: ApiMetrics,
+        *,
+        workers: int,
+        queue_size: int,
+        job_backlog: int,
+        run_timeout_s: float,
+        retry_after_s: int,
+    ) -> None:
+        self.store = store
+        self.routers = routers
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.job_backlog = job_backlog
+        self.run_timeout_s = run_timeout_s
+        self.retry_after_s = retry_after_s
+        self._workers = workers
+        self._interactive: deque[WorkItem] = deque()
+        self._jobs: deque[WorkItem] = deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._running = 0
+        self._deadline_ok = {name: _accepts_deadline(r) for name, r in routers.items()}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def depth(self) -> int:
+        """Runs waiting for a worker."""
+        return len(self._interactive) + len(self._jobs)
+
+    @property
+    def running(self) -> int:
+        """Runs being processed now."""
+        return self._running
+
+    @property
+    def started(self) -> bool:
+        return bool(self._threads) and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker threads."""
+        with self._cond:
+            if self._threads:
+                return
+            self._stopping = False
+            for i in range(self._workers):
+                thread = threading.Thread(target=self._work, name=f"loragraph-run-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self, grace_s: float) -> None:
+        """Stop taking runs; fail the queued ones (`interrupted by shutdown`); wait for running ones."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._interactive) + list(self._jobs)
+            self._interactive.clear()
+            self._jobs.clear()
+            self._cond.notify_all()
+        for item in pending:
+            if self.store.fail(item.run_id, "interrupted by shutdown"):
+                self.metrics.observe_failure(item.pipeline, "interrupted")
+            item.future.set_exception(RuntimeError("server shutting down"))
+        end = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        self._threads.clear()
+
+    # ------------------------------------------------------------------ submit
+
+    def reserve(self, count: int, *, interactive: bool) -> None:
+        """Raise ``QueueFullError`` unless ``count`` more runs fit (checked again at submit)."""
+        with self._cond:
+            self._check_room(count, interactive)
+
+    def _check_room(self, count: int, interactive: bool) -> None:
+        if self._stopping:
+            raise QueueFullError("server is shutting down", retry_after=self.retry_after_s)
+        if interactive and len(self._interactive) + count > self.queue_size:
+            raise QueueFullError(
+                f"run queue is full ({self.queue_size} waiting); retry later", retry_after=self.retry_after_s
+            )
+        if not interactive and len(self._jobs) + count > self.job_backlog:
+            raise QueueFullError(
+                f"job backlog is full ({len(self._jobs)} of {self.job_backlog} documents waiting, "
+                f"{count} more asked); retry later",
+                retry_after=self.retry_after_s,
+            )
+
+    def submit(self, items: list[WorkItem]) -> None:
+        """Queue stored runs (all interactive or all job runs); ``QueueFullError`` when they do not fit."""
+        if not items:
+            return
+        interactive = items[0].interactive
+        with self._cond:
+            self._check_room(len(items), interactive)
+            (self._interactive if interactive else self._jobs).extend(items)
+            self._cond.notify(len(items))
+
+    # ------------------------------------------------------------------ work
+
+    def _next(self) -> WorkItem | None:
+        with self._cond:
+            while not self._stopping and not self._interactive and not self._jobs:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            item = self._interactive.popleft() if self._interactive else self._jobs.popleft()
+            self._running += 1
+            return item
+
+    def _work(self) -> None:
+        while (item := self._next()) is not None:
+            try:
+                self._process(item)
+            except BaseException as exc:  # never let a worker die silently
+                log.exception("worker failed on run %s", item.run_id)
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self._running -= 1
+
+    def _process(self, item: WorkItem) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            self.store.fail(item.run_id, "cancelled")
+            return
+        deadline = item.deadline if item.deadline is not None else time.monotonic() + self.run_timeout_s
+        if time.monotonic() >= deadline:
+            if self.store.fail(item.run_id, TIMEOUT):
+                self.metrics.observe_failure(item.pipeline, "timeout")
+            item.future.set_exception(TimeoutError(item.run_id))
+            return
+        if not self.store.mark_running(item.run_id):  # failed meanwhile (client-side timeout)
+            item.future.set_exception(TimeoutError(item.run_id))
+            return
+        router = self.routers[item.pipeline]
+        self.metrics.in_progress.inc()
+        try:
+            kwargs: dict[str, Any] = {"run_id": item.run_id}
+            if self._deadline_ok.get(item.pipeline):
+                kwargs["deadline"] = deadline
+            result = router.run(item.text, **kwargs)
+        except Exception as exc:
+            timed_out = time.monotonic() >= deadline or type(exc).__name__ == "RunTimeout"
+            if timed_out:
+                reason, kind = TIMEOUT, "timeout"
+            elif isinstance(exc, UserError):
+                reason, kind = f"input: {scrub(str(exc))}", "input"
+            else:
+                reason, kind = f"error: {scrub(str(exc)) or type(exc).__name__}", "error"
+                log.error("run %s of `%s` failed", item.run_id, item.pipeline, exc_info=exc)
+            if self.store.fail(item.run_id, reason):
+                self.metrics.observe_failure(item.pipeline, kind)
+            item.future.set_exception(TimeoutError(item.run_id) if timed_out else exc)
+            return
+        finally:
+            self.metrics.in_progress.dec()
+        if result.id != item.run_id or result.pipeline != item.pipeline:
+            result = result.model_copy(update={"id": item.run_id, "pipeline": item.pipeline})
+        if self.store.finish(item.run_id, result):
+            self.metrics.observe_result(result)
+        item.future.set_result(result)

@@ -1,0 +1,108 @@
+"""The classify trainer: a causal-LM LoRA + a ``ClassifyHead`` on the last token, one label per text.
+
+A plain torch loop (``train.fit_head``) over ``heads.body_hidden_states`` (the transformer
+body, no ``lm_head``): cross-entropy on the head's logits, AdamW with linear warmup/decay,
+validation loss + accuracy/macro-F1 each epoch, early stopping on validation macro-F1, a
+checkpoint every epoch. Data: ``{"text": str, "label": str}`` lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from loragraph.adapters.base import LoadedBase
+from loragraph.training.config import TrainConfig
+from loragraph.training.train import EpochCallback, HeadTask, TrainOutcome, add_lora, fit_head, seed_everything
+
+__all__ = ["predict_classify", "train_classify"]
+
+_EVAL_BATCH = 32
+
+
+@torch.no_grad()
+def predict_classify(
+    model: Any, head: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int, labels: Sequence[str]
+) -> tuple[list[str], torch.Tensor]:
+    """Labels and logits ``[N, labels]`` for ``texts`` (the trained model in memory)."""
+    from loragraph.adapters.heads import body_hidden_states, encode
+
+    out: list[torch.Tensor] = []
+    for start in range(0, len(texts), _EVAL_BATCH):
+        enc = encode(tokenizer, list(texts[start : start + _EVAL_BATCH]), max_length)
+        hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+        out.append(head(hidden, enc["attention_mask"]).float())
+    logits = torch.cat(out) if out else torch.zeros(0, len(labels))
+    return [labels[i] for i in logits.argmax(-1).tolist()], logits
+
+
+def train_classify(
+    config: TrainConfig,
+    base: LoadedBase,
+    train_set: Sequence[Any],
+    validation_set: Sequence[Any],
+    test_set: Sequence[Any] | None,
+    labels: list[str],
+    *,
+    run: Path,
+    resume: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainOutcome:
+    """Train, evaluate on ``test_set`` (else validation) and stage the adapter under ``run/staged``."""
+    from loragraph.adapters.heads import HeadConfig, build_head, save_head
+    from loragraph.training.evaluation import score_classify
+
+    index = {label: i for i, label in enumerate(labels)}
+    seed_everything(config.seed)
+    head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size)
+    head = build_head(head_config)
+    model = add_lora(base.model, config.lora, seed=config.seed)
+    tokenizer = base.tokenizer
+
+    def evaluate(m: Any, h: torch.nn.Module, examples: Sequence[Any]) -> dict[str, float]:
+        m.eval()
+        h.eval()
+        predictions, logits = predict_classify(m, h, tokenizer, [e.text for e in examples], max_length=config.max_length, labels=labels)
+        gold = torch.tensor([index[e.label] for e in examples])
+        metrics = score_classify(predictions, [e.label for e in examples], labels)
+        metrics["loss"] = float(F.cross_entropy(logits, gold)) if len(examples) else float("nan")
+        return metrics
+
+    task = HeadTask(
+        texts=lambda batch: [e.text for e in batch],
+        targets=lambda batch, enc: torch.tensor([index[e.label] for e in batch]),
+        loss=lambda logits, targets: F.cross_entropy(logits.float(), targets),
+        evaluate=evaluate,
+        key="macro_f1",
+    )
+    try:
+        history, resumed, stopped = fit_head(
+            config, base, model, head, task, train_set, validation_set, run=run, resume=resume, on_epoch_end=on_epoch_end
+        )
+        final = evaluate(model, head, test_set) if test_set else {}
+        best = max(history, key=lambda r: r["metrics"][task.key]) if history else None
+        metrics = {k: v for k, v in final.items() if k != "loss"}
+        if best is not None:
+            metrics["validation_macro_f1"] = float(best["metrics"]["macro_f1"])
+            metrics["best_epoch"] = float(best["epoch"])
+        staged = run / "staged"
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        model.save_pretrained(str(staged), safe_serialization=True)
+        save_head(head, staged)  # type: ignore[arg-type]
+    finally:
+        model.unload()  # remove the LoRA layers again: the base object is left as it was
+    return TrainOutcome(
+        staged_dir=staged,
+        labels=labels,
+        head=head_config,
+        metrics=metrics,
+        history=history,
+        resumed_from_epoch=resumed,
+        stopped_early=stopped,
+    )

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from loragraph.adapters.heads import (
+    IGNORE_INDEX,
+    ClassifyHead,
+    HeadConfig,
+    TagHead,
+    body_hidden_states,
+    build_head,
+    encode,
+    load_head,
+    pool_last,
+    save_head,
+    spans_to_tag_ids,
+    tag_ids_to_spans,
+)
+from loragraph.errors import ConfigError, InputError, IntegrityError
+
+TYPES = ["EMAIL", "AMOUNT", "ADDRESS", "ORDER_ID", "PHONE", "PERSON"]
+TAG = HeadConfig(kind="tag", labels=TYPES, hidden_size=64)
+
+
+def _ents(text: str, *pairs: tuple[str, str]) -> list[dict[str, Any]]:
+    out = []
+    for etype, span in pairs:
+        start = text.index(span)
+        out.append({"type": etype, "text": span, "start": start, "end": start + len(span)})
+    return out
+
+
+EXAMPLES = [
+    (
+        "My password reset email never arrives at maria.lopez@example.com, please help.",
+        [("EMAIL", "maria.lopez@example.com")],
+    ),
+    ("I want a refund, I was charged $49.99 twice for order ORD-2024-11873.", [("AMOUNT", "$49.99"), ("ORDER_ID", "ORD-2024-11873")]),
+    (
+        "Change the delivery address to 221B Baker Street, London NW1 6XE. Thanks, Maria Lopez",
+        [("ADDRESS", "221B Baker Street, London NW1 6XE"), ("PERSON", "Maria Lopez")],
+    ),
+    ("Call me at +1 415 555 0134 or write to jo@shop.example about €1.250,00", [("PHONE", "+1 415 555 0134"), ("EMAIL", "jo@shop.example"), ("AMOUNT", "€1.250,00")]),
+]
+
+
+def test_head_config_validation_and_tags() -> None:
+    assert TAG.tags[:3] == ["O", "B-EMAIL", "I-EMAIL"] and len(TAG.tags) == 1 + 2 * len(TYPES)
+    assert TAG.num_outputs == len(TAG.tags)
+    cls = HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8)
+    assert cls.tags == [] and cls.num_outputs == 2
+    with pytest.raises(ValidationError, match="at least 2 labels"):
+        HeadConfig(kind="classify", labels=["a"], hidden_size=8)
+    with pytest.raises(ValidationError, match="unique"):
+        HeadConfig(kind="classify", labels=["a", "a"], hidden_size=8)
+    with pytest.raises(ValidationError, match="entity type"):
+        HeadConfig(kind="tag", labels=["O"], hidden_size=8)
+    with pytest.raises(ValidationError):
+        HeadConfig(kind="tag", labels=["EMAIL"], hidden_size=0)
+
+
+def test_heads_shapes_dtype_and_pooling() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 64, dtype=torch.bfloat16)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    cls = build_head(HeadConfig(kind="classify", labels=["a", "b", "c"], hidden_size=64, dropout=0.0))
+    assert isinstance(cls, ClassifyHead)
+    logits = cls(hidden, mask)
+    assert logits.shape == (2, 3) and logits.dtype == torch.float32
+    # pool_last picks the last real token, for left and right padding alike
+    right = torch.tensor([[1, 1, 1, 0, 0]])
+    assert torch.equal(pool_last(hidden[:1], right), hidden[0, 2].unsqueeze(0))
+    assert torch.equal(pool_last(hidden, mask), hidden[:, 4])
+    with pytest.raises(InputError):
+        pool_last(hidden[:1], torch.zeros(1, 5, dtype=torch.long))
+    tag = build_head(TAG)
+    assert isinstance(tag, TagHead)
+    assert tag(hidden, mask).shape == (2, 5, len(TAG.tags))
+    with pytest.raises(ConfigError):
+        ClassifyHead(TAG)
+
+
+def test_save_and_load_head_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    head = build_head(TAG)
+    path = save_head(head, tmp_path)
+    assert path.name == "head.safetensors"
+    loaded = load_head(tmp_path, TAG)
+    for key, value in head.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    assert load_head(path).config == TAG  # config from the file's metadata
+    with pytest.raises(IntegrityError, match="differs from the manifest"):
+        load_head(path, HeadConfig(kind="tag", labels=["EMAIL"], hidden_size=64))
+    bad = tmp_path / "head.bin"
+    bad.write_bytes(b"x")
+    with pytest.raises(IntegrityError, match="safetensors"):
+        load_head(bad)
+
+
+def test_body_hidden_states_left_padding_matches_unpadded(tiny_base: Any) -> None:
+    tok, model = tiny_base.tokenizer, tiny_base.model
+    texts = ["Where is my order?", "I want a refund for the blue kettle, I was charged twice."]
+    enc = encode(tok, texts, 64)
+    assert enc["attention_mask"][0, 0] == 0  # left padding
+    with torch.inference_mode():
+        batch = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+        single = encode(tok, texts[:1], 64)
+        alone = body_hidden_states(model, single["input_ids"], single["attention_mask"])
+        full = model(**single, output_hidden_states=True)
+    n = alone.shape[1]
+    assert batch.shape == (2, enc["input_ids"].shape[1], tiny_base.hidden_size)
+    assert torch.allclose(batch[0, -n:], alone[0], atol=1e-5)
+    # the body's output is the final (normed) hidden state the lm_head reads
+    assert torch.allclose(full.hidden_states[-1], alone, atol=1e-5)
+
+
+def test_body_hidden_states_uses_active_lora(tiny_base_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base_path).eval()
+    enc = encode(tok, ["Cancel order ORD-2024-11873 please"], 32)
+    with torch.inference_mode():
+        plain = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    with torch.inference_mode():
+        adapted = body_hidden_states(peft, enc["input_ids"], enc["attention_mask"])
+        with peft.disable_adapter():
+            disabled = body_hidden_states(peft, enc["input_ids"], enc["attention_mask"])
+        mixed = body_hidden_states(peft, enc["input_ids"], enc["attention_mask"], adapter_names=["__base__"])
+    assert not torch.allclose(adapted, plain, atol=1e-4)
+    assert torch.allclose(disabled, plain, atol=1e-6)
+    assert torch.allclose(mixed, plain, atol=1e-6)
+    with pytest.raises(ConfigError, match="adapter_names"):
+        plain_model = AutoModelForCausalLM.from_pretrained(tiny_base_path)
+        body_hidden_states(plain_model, enc["input_ids"], enc["attention_mask"], adapter_names=["x"])
+
+
+def test_encode_rejects_empty_input(tiny_base: Any) -> None:
+    with pytest.raises(InputError, match=r"`texts\[1\]`"):
+        encode(tiny_base.tokenizer, ["ok", "  "], 16)
+    with pytest.raises(InputError):
+        encode(tiny_base.tokenizer, "one string", 16)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "pairs"), EXAMPLES)
+def test_spans_roundtrip_exact_offsets(tiny_base: Any, text: str, pairs: list[tuple[str, str]]) -> None:
+    entities = _ents(text, *pairs)
+    # batch with a shorter text so this row carries no padding and the other one does
+    enc = encode(tiny_base.tokenizer, [text, "hi"], 256)
+    offsets = enc["offset_mapping"][0]
+    ids = spans_to_tag_ids(offsets, entities, TAG)
+    assert len(ids) == enc["input_ids"].shape[1]
+    assert ids.count(TAG.tags.index(f"B-{pairs[0][0]}")) >= 1
+    spans = tag_ids_to_spans(text, offsets, ids, TAG)
+    assert spans == entities
+    for span in spans:
+        assert text[span["start"] : span["end"]] == span["text"]
+    # the padded row: pads are IGNORE_INDEX, and decoding them yields nothing
+    pad_ids = spans_to_tag_ids(enc["offset_mapping"][1], [], TAG)
+    assert pad_ids[0] == IGNORE_INDEX and set(pad_ids) <= {IGNORE_INDEX, 0}
+
+
+def test_tag_ids_decoding_rules() -> None:
+    text = "ab cd ef"
+    offsets = [(0, 0), (0, 2), (2, 5), (5, 8)]  # special token first; byte-level tokens carry their leading space
+    b_email, i_email, b_amount = TAG.tags.index("B-EMAIL"), TAG.tags.index("I-EMAIL"), TAG.tags.index("B-AMOUNT")
+    assert tag_ids_to_spans(text, offsets, [IGNORE_INDEX, b_email, i_email, 0], TAG) == [
+        {"type": "EMAIL", "text": "ab cd", "start": 0, "end": 5}
+    ]
+    # an I- that does not continue a span starts one; a B- right after a span starts a new one
+    assert tag_ids_to_spans(text, offsets, [0, i_email, b_amount, b_amount], TAG) == [
+        {"type": "EMAIL", "text": "ab", "start": 0, "end": 2},
+        {"type": "AMOUNT", "text": "cd", "start": 3, "end": 5},
+        {"type": "AMOUNT", "text": "ef", "start": 6, "end": 8},
+    ]
+    with pytest.raises(ConfigError, match="not one of"):
+        spans_to_tag_ids(offsets, [{"type": "NOPE", "start": 0, "end": 2}], TAG)
+    with pytest.raises(ConfigError, match="overlap"):
+        spans_to_tag_ids(offsets, [{"type": "EMAIL", "start": 0, "end": 4}, {"type": "EMAIL", "start": 3, "end": 5}], TAG)

@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from loragraph.adapters.base import BaseSpec, LoadedBase, load_base
+from loragraph.adapters.heads import HeadConfig, body_hidden_states, build_head, encode, save_head
+from loragraph.adapters.host import AdapterHost, Classification, Entity, Generation, tag_output
+from loragraph.adapters.registry import AdapterVersion, Registry
+from loragraph.errors import ConfigError, IntegrityError, NotFoundError
+
+LABELS = ["refund_request", "order_status", "cancel_order"]
+TYPES = ["EMAIL", "AMOUNT", "ORDER_ID"]
+TEXTS = [
+    "I want a refund for the blue kettle, I was charged $49.99 twice.",
+    "Hi, where is my order #A-48213?",
+    "Please cancel order ORD-2024-11873 before it ships. Thanks, Maria Lopez",
+]
+
+
+def _fresh_base(path: Path) -> LoadedBase:
+    return load_base(BaseSpec(name=str(path), quantization="fp32"))
+
+
+def _stage_adapter(
+    base_path: Path, out: Path, *, seed: int, head: HeadConfig | None, head_seed: int | None = None
+) -> Path:
+    """A random LoRA (init_lora_weights=False, so adapters differ) + head, saved in PEFT format."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_path)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    peft = get_peft_model(model, config)
+    with torch.no_grad():  # make the LoRA strong enough to matter on a random base
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20.0)
+    peft.save_pretrained(out)
+    if head is not None:
+        torch.manual_seed(seed if head_seed is None else head_seed)
+        save_head(build_head(head), out)
+    return out
+
+
+def _fields(base: LoadedBase, kind: str, labels: list[str] | None = None, **over: Any) -> dict[str, Any]:
+    head = HeadConfig(kind=kind, labels=labels, hidden_size=base.hidden_size) if kind in ("classify", "tag") else None  # type: ignore[arg-type]
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "labels": labels or [],
+        "head": head,
+        "base_name": base.spec.name,
+        "base_fingerprint": base.fingerprint,
+        "quantization": base.spec.quantization,
+        "method": {"classify": "classify", "tag": "tag"}.get(kind, "sft"),
+    }
+    fields.update(over)
+    return fields
+
+
+@pytest.fixture(scope="module")
+def world(tiny_base_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A registry with two classify adapters (same head weights, different LoRA), a tag and a generate adapter."""
+    tmp = tmp_path_factory.mktemp("host")
+    reg = Registry(tmp / "adapters")
+    base = _fresh_base(tiny_base_path)
+    cls_head = HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size)
+    tag_head = HeadConfig(kind="tag", labels=TYPES, hidden_size=base.hidden_size)
+    a = reg.publish("intent", _stage_adapter(tiny_base_path, tmp / "a", seed=1, head=cls_head, head_seed=7), _fields(base, "classify", LABELS))
+    b = reg.publish("urgency", _stage_adapter(tiny_base_path, tmp / "b", seed=2, head=cls_head, head_seed=7), _fields(base, "classify", LABELS))
+    t = reg.publish("entities", _stage_adapter(tiny_base_path, tmp / "t", seed=3, head=tag_head), _fields(base, "tag", TYPES))
+    g = reg.publish(
+        "reply",
+        _stage_adapter(tiny_base_path, tmp / "g", seed=4, head=None),
+        _fields(base, "generate", prompt="{{ text }}", system="You are a support agent."),
+    )
+    return {"reg": reg, "a": a, "b": b, "t": t, "g": g, "path": tiny_base_path, "tmp": tmp}
+
+
+@pytest.fixture
+def host(world: dict[str, Any]) -> AdapterHost:
+    return AdapterHost(_fresh_base(world["path"]), world["reg"])
+
+
+def test_staged_folder_is_standard_peft(world: dict[str, Any]) -> None:
+    a: AdapterVersion = world["a"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "manifest.json"} <= {p.name for p in a.path.iterdir()}
+    assert json.loads((a.path / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_mount_is_idempotent_and_all_stay_resident(host: AdapterHost, world: dict[str, Any]) -> None:
+    assert host.mount(world["a"]) == "intent__v1"
+    assert host.mount("intent@v1") == "intent__v1"
+    assert host.mount("urgency") == "urgency__v1"
+    assert set(host.model.peft_config) == {"intent__v1", "urgency__v1"}
+    assert [v.ref for v in host.mounted()] == ["intent@v1", "urgency@v1"]
+
+
+def test_classify_shapes_switching_and_isolation(host: AdapterHost, world: dict[str, Any]) -> None:
+    out_a = host.classify("intent@v1", TEXTS)
+    out_b = host.classify(world["b"], TEXTS)
+    again_a = host.classify("intent", TEXTS)
+    assert len(out_a) == 3 and all(isinstance(c, Classification) for c in out_a)
+    for c in out_a:
+        assert set(c.scores) == set(LABELS) and c.label in LABELS
+        assert abs(sum(c.scores.values()) - 1.0) < 1e-5 and c.score == max(c.scores.values())
+        assert c.to_output() == {"label": c.label, "score": c.score, "scores": c.scores}
+    # same head weights, different LoRA: the scores differ, so the active LoRA is applied
+    assert any(abs(x.scores[k] - y.scores[k]) > 1e-3 for x, y in zip(out_a, out_b, strict=True) for k in LABELS)
+    # switching back reproduces the first result
+    assert all(x.scores == pytest.approx(y.scores, abs=1e-6) for x, y in zip(again_a, out_a, strict=True))
+    # each adapter matches itself mounted alone on a fresh base
+    alone = AdapterHost(_fresh_base(world["path"]), world["reg"])
+    for x, y in zip(alone.classify("urgency@v1", TEXTS), out_b, strict=True):
+        assert x.scores == pytest.approx(y.scores, abs=1e-5)
+
+
+def test_classify_single_text_equals_batched(host: AdapterHost) -> None:
+    batched = host.classify("intent@v1", TEXTS)
+    for text, expected in zip(TEXTS, batched, strict=True):
+        assert host.classify("intent@v1", [text])[0].scores == pytest.approx(expected.scores, abs=1e-5)
+
+
+def test_classify_mixed_matches_per_adapter(host: AdapterHost, world: dict[str, Any]) -> None:
+    pairs = [("intent@v1", TEXTS[0]), ("urgency@v1", TEXTS[1]), ("intent@v1", TEXTS[2]), (world["b"], TEXTS[0])]
+    mixed = host.classify_mixed(pairs)
+    for (adapter, text), got in zip(pairs, mixed, strict=True):
+        expected = host.classify(adapter, [text])[0]
+        assert got.label == expected.label
+        assert got.scores == pytest.approx(expected.scores, abs=1e-5)
+    with pytest.raises(ConfigError, match="classify needs"):
+        host.classify_mixed([("entities@v1", TEXTS[0])])
+
+
+def test_tag_shapes_and_offsets(host: AdapterHost, world: dict[str, Any]) -> None:
+    out = host.tag("entities@v1", TEXTS)
+    assert len(out) == len(TEXTS)
+    for text, entities in zip(TEXTS, out, strict=True):
+        for e in entities:
+            assert isinstance(e, Entity) and e.type in TYPES
+            assert text[e.start : e.end] == e.text and e.text == e.text.strip() and e.text
+        assert tag_output(entities) == {"entities": [e.to_output() for e in entities]}
+    # a random tag head on this text predicts at least one entity somewhere
+    assert sum(len(e) for e in out) > 0
+    with pytest.raises(ConfigError, match="tag needs"):
+        host.tag("intent@v1", TEXTS)
+
+
+def test_tag_matches_manual_forward(host: AdapterHost, world: dict[str, Any]) -> None:
+    """The host's tag output equals body + head computed by hand through peft."""
+    from loragraph.adapters.heads import load_head, tag_ids_to_spans
+
+    got = host.tag("entities@v1", TEXTS[:2])
+    head = load_head(world["t"].path)
+    enc = encode(host.tokenizer, TEXTS[:2], 512)
+    with torch.inference_mode():
+        host.model.set_adapter("entities__v1")
+        hidden = body_hidden_states(host.model, enc["input_ids"], enc["attention_mask"])
+        ids = head(hidden, enc["attention_mask"]).argmax(-1)
+    for row, text in enumerate(TEXTS[:2]):
+        expected = tag_ids_to_spans(text, enc["offset_mapping"][row], ids[row], head.config)
+        assert [e.to_output() for e in got[row]] == expected
+
+
+def test_generate_shapes_and_base_equivalence(host: AdapterHost, world: dict[str, Any]) -> None:
+    prompts = ["Where is my order?", "Refund please, I was charged twice for order ORD-2024-11873."]
+    plain = AdapterHost(_fresh_base(world["path"])).generate(None, prompts, max_new_tokens=6)
+    host.mount("intent@v1")
+    host.mount("reply@v1")
+    base_out = host.generate(None, prompts, max_new_tokens=6)
+    adapted = host.generate("reply@v1", prompts, max_new_tokens=6)
+    assert all(isinstance(g, Generation) for g in base_out) and len(base_out) == 2
+    assert base_out == plain  # the adapter disabled reproduces the plain base exactly
+    for g in adapted:
+        assert 1 <= g.output_tokens <= 6 and g.input_tokens > 0 and g.to_output() == {"text": g.text}
+    # the system message: explicit, or the adapter's trained one
+    assert adapted[0].input_tokens == host.count_tokens(host._chat(prompts[0], "You are a support agent."))
+    assert base_out[0].input_tokens == host.count_tokens(host._chat(prompts[0], None))
+    # generate through the LoRA differs from the base (random LoRA, scaled up)
+    long_base = host.generate(None, prompts, max_new_tokens=12)
+    long_adapted = host.generate("reply@v1", prompts, max_new_tokens=12, system="")
+    assert [g.text for g in long_base] != [g.text for g in long_adapted] or [g.output_tokens for g in long_base] != [
+        g.output_tokens for g in long_adapted
+    ]
+    with pytest.raises(ConfigError, match="generate needs"):
+        host.generate("intent@v1", prompts)
+
+
+def test_wrong_fingerprint_is_refused(world: dict[str, Any], tiny_base_path: Path) -> None:
+    reg: Registry = world["reg"]
+    base = _fresh_base(tiny_base_path)
+    staged = _stage_adapter(tiny_base_path, world["tmp"] / "other", seed=9, head=HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size))
+    v = reg.publish("foreign", staged, _fields(base, "classify", LABELS, base_fingerprint="sha256:elsewhere", quantization="nf4"))
+    host = AdapterHost(base, reg)
+    with pytest.raises(IntegrityError) as info:
+        host.mount(v)
+    msg = str(info.value)
+    assert "`foreign@v1`" in msg and "sha256:elsewhere" in msg and base.fingerprint in msg
+    assert "`nf4`" in msg and "`fp32`" in msg
+    assert host.mounted() == []
+
+
+def test_tampered_adapter_is_refused(world: dict[str, Any], tiny_base_path: Path) -> None:
+    reg: Registry = world["reg"]
+    base = _fresh_base(tiny_base_path)
+    staged = _stage_adapter(tiny_base_path, world["tmp"] / "tamper", seed=11, head=HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size))
+    v = reg.publish("tampered", staged, _fields(base, "classify", LABELS))
+    head = v.path / "head.safetensors"
+    os.chmod(head, 0o644)
+    data = bytearray(head.read_bytes())
+    data[-1] ^= 0x01
+    head.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="head.safetensors"):
+        AdapterHost(base, reg).mount("tampered@v1")
+
+
+def test_unknown_adapters(world: dict[str, Any], tiny_base_path: Path) -> None:
+    host = AdapterHost(_fresh_base(tiny_base_path))  # no registry
+    with pytest.raises(NotFoundError, match="not mounted"):
+        host.classify("intent@v1", TEXTS)
+    host.mount(world["a"])
+    assert host.classify("intent@v1", TEXTS[:1])[0].label in LABELS
+    with pytest.raises(NotFoundError):
+        AdapterHost(_fresh_base(tiny_base_path), world["reg"]).classify("nope", TEXTS)
+    with pytest.raises(ConfigError):
+        host.classify("intent@", TEXTS)
+
+
+def test_unmount(host: AdapterHost, world: dict[str, Any]) -> None:
+    host.mount("intent@v1")
+    host.mount("urgency@v1")
+    before = host.classify("intent@v1", TEXTS)
+    host.unmount("urgency@v1")
+    assert [v.ref for v in host.mounted()] == ["intent@v1"] and "urgency__v1" not in host.model.peft_config
+    after = host.classify("intent@v1", TEXTS)
+    assert all(x.scores == pytest.approx(y.scores, abs=1e-6) for x, y in zip(before, after, strict=True))
+
+
+@pytest.mark.slow
+def test_mount_on_real_nf4_base(tmp_path: Path) -> None:
+    """One classify adapter on the real bundled base in nf4: mounts, classifies, tags offsets stay exact."""
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model
+
+    from loragraph.adapters.heads import spans_to_tag_ids, tag_ids_to_spans
+
+    base = load_base(BaseSpec())
+    # stage a random adapter on a second, plain copy of the same weights (no 4-bit in the saved LoRA)
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    peft = get_peft_model(plain, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    staged = tmp_path / "staged"
+    peft.save_pretrained(staged)
+    head_cfg = HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size)
+    save_head(build_head(head_cfg), staged)
+    reg = Registry(tmp_path / "adapters")
+    reg.publish("intent", staged, _fields(base, "classify", LABELS))
+    host = AdapterHost(base, reg)
+    out = host.classify("intent", TEXTS)
+    assert len(out) == 3 and all(abs(sum(c.scores.values()) - 1) < 1e-4 for c in out)
+    # the real tokenizer keeps exact char offsets through the BIO round trip
+    text = "Refund $49.99 to maria.lopez@example.com for ORD-2024-11873, 221B Baker Street."
+    cfg = HeadConfig(kind="tag", labels=["AMOUNT", "EMAIL", "ORDER_ID"], hidden_size=base.hidden_size)
+    ents = [
+        {"type": t, "text": s, "start": text.index(s), "end": text.index(s) + len(s)}
+        for t, s in [("AMOUNT", "$49.99"), ("EMAIL", "maria.lopez@example.com"), ("ORDER_ID", "ORD-2024-11873")]
+    ]
+    enc = encode(base.tokenizer, [text], 128)
+    ids = spans_to_tag_ids(enc["offset_mapping"][0], ents, cfg)
+    assert tag_ids_to_spans(text, enc["offset_mapping"][0], ids, cfg) == ents
