@@ -64,10 +64,455 @@ def _add_base(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.set_defaults(handler=cmd_base_info)
 
 
+# --------------------------------------------------------------------------- align
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from loragraph.adapters.registry import Registry
+    from loragraph.training.dpo import AlignConfig, align, load_align_config
+
+    config = load_align_config(args.config) if args.config else AlignConfig()
+    overrides = {k: getattr(args, k) for k in ("max_pairs", "max_steps", "promote") if getattr(args, k) is not None}
+    if overrides:
+        from pydantic import ValidationError
+
+        from loragraph.training.config import config_error
+
+        try:
+            config = AlignConfig.model_validate({**config.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise config_error(exc, where="command line") from exc
+    registry = Registry()
+    version = align(
+        args.adapter,
+        args.pairs,
+        config,
+        eval_pairs_path=args.eval_pairs,
+        test_path=args.test,
+        registry=registry,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    promoted = registry.promoted(version.name).version == version.version
+    if args.json:
+        _print_json({"version": version.ref, "parent": version.manifest.parent, "promoted": promoted,
+                     "metrics": version.manifest.metrics})
+    else:
+        print(f"published {version.ref} (parent v{version.manifest.parent}, method dpo, "
+              f"{'promoted' if promoted else 'not promoted'})")
+        for key, value in version.manifest.metrics.items():
+            print(f"{key:>32}: {value:.4f}" if isinstance(value, float) else f"{key:>32}: {value}")
+    return 0
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "align",
+        help="preference-tune a generate adapter with DPO on pairs and publish a new version",
+        description="Continue ADAPTER (`reply` = its promoted version, `reply@v2` pinned) with DPO on "
+        "preference pairs ({\"input\", \"chosen\", \"rejected\"} JSONL); the reference is that version itself. "
+        "Publishes the next version with parent, method `dpo` and before/after metrics; promotes it only "
+        "with `promote: if_better` and a passing gate.",
+    )
+    p.add_argument("adapter", help="adapter reference: `reply` (promoted version) or `reply@v2`")
+    p.add_argument("--pairs", required=True, type=Path, help="training preference pairs (JSONL)")
+    p.add_argument("--config", type=Path, help="DPO settings YAML (see examples/customer_service/train/reply_dpo.yaml)")
+    p.add_argument("--eval-pairs", type=Path, help="held-out pairs for preference accuracy (overrides `eval_pairs`)")
+    p.add_argument("--test", type=Path, help="generate test split for ROUGE-L before/after (overrides `test`)")
+    p.add_argument("--max-pairs", type=int, help="train on at most this many pairs (overrides `max_pairs`)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides `max_steps`)")
+    p.add_argument("--promote", choices=["never", "if_better"], help="overrides `promote`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_align)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def cmd_pipeline_validate(args: argparse.Namespace) -> int:
+    from loragraph.pipelines.validate import validate_pipeline
+
+    registry = None if args.no_registry else (args.registry or _default_registry_root())
+    problems = validate_pipeline(args.file, registry=registry, base_fingerprint=args.base_fingerprint)
+    checked = "structure only" if registry is None else f"against registry {registry}"
+    if args.json:
+        _print_json({"file": str(args.file), "checked": checked, "ok": not problems,
+                     "problems": [{"where": p.where, "message": p.message} for p in problems]})
+    elif problems:
+        print(f"{args.file}: {len(problems)} problem(s) ({checked}):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    else:
+        print(f"{args.file}: ok ({checked})")
+    return 2 if problems else 0
+
+
+def _default_registry_root() -> Path:
+    from loragraph.adapters.base import loragraph_home
+
+    return loragraph_home() / "adapters"
+
+
+def cmd_pipeline_draw(args: argparse.Namespace) -> int:
+    from loragraph.pipelines.draw import write_drawings
+    from loragraph.pipelines.spec import load_pipeline
+
+    mmd, png = write_drawings(load_pipeline(args.file), args.out)
+    print(f"wrote {mmd}")
+    print(f"wrote {png}")
+    return 0
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    pipe = sub.add_parser("pipeline", help="check and draw pipeline files")
+    psub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    p = psub.add_parser("validate", help="print every static problem of a pipeline file (exit 2 if any)")
+    p.add_argument("file", type=Path, help="pipeline YAML file")
+    p.add_argument("--registry", type=Path, default=None, help="adapter registry folder (default $LORAGRAPH_HOME/adapters)")
+    p.add_argument("--no-registry", action="store_true", help="check the file alone, without the adapters")
+    p.add_argument("--base-fingerprint", default=None, help="fingerprint of the base to run on (`loragraph base info`)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_pipeline_validate)
+    p = psub.add_parser("draw", help="write PREFIX.mmd (Mermaid) and PREFIX.png")
+    p.add_argument("file", type=Path, help="pipeline YAML file")
+    p.add_argument("--out", required=True, type=Path, help="output prefix, e.g. `docs/pipeline`")
+    p.set_defaults(handler=cmd_pipeline_draw)
+
+
+# --------------------------------------------------------------------------- train / eval
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from loragraph.training.config import load_train_config
+    from loragraph.training.train import find_config, train
+
+    config = load_train_config(find_config(args.config))
+    version = train(config, resume=not args.no_resume)
+    if args.json:
+        _print_json({"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics})
+    else:
+        print(f"published {version.ref} at {version.path}")
+        for key, value in version.manifest.metrics.items():
+            print(f"  {key:<28}{value:.4f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from loragraph.training.evaluation import evaluate_adapter, format_report
+
+    report = evaluate_adapter(
+        args.adapter,
+        args.data,
+        max_examples=args.max_examples,
+        max_new_tokens=args.max_new_tokens,
+        compare_base=not args.no_base,
+    )
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train one adapter from its YAML config and publish a new version")
+    p.add_argument(
+        "config",
+        help="a training YAML, or an adapter name of the sample (`intent` -> examples/customer_service/train/intent.yaml)",
+    )
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming an interrupted run")
+    p.add_argument("--json", action="store_true", help="print the new version and its metrics as JSON")
+    p.set_defaults(handler=cmd_train)
+    p = sub.add_parser("eval", help="evaluate an adapter version on a JSONL file (generate: also the base alone)")
+    p.add_argument("adapter", help="`name` (the promoted version) or `name@vN`")
+    p.add_argument("--data", required=True, type=Path, help="JSONL file in the adapter kind's format")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generate: tokens per answer (default: as trained)")
+    p.add_argument("--no-base", action="store_true", help="generate: skip the base-alone comparison")
+    p.set_defaults(handler=cmd_eval)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from loragraph.adapters.registry import Registry
+
+    return Registry(args.registry)
+
+
+def _version_summary(version: Any, promoted: int | None) -> dict[str, Any]:
+    m = version.manifest
+    return {
+        "ref": version.ref,
+        "kind": m.kind,
+        "method": m.method,
+        "promoted": version.version == promoted,
+        "parent": m.parent,
+        "labels": m.labels,
+        "metrics": m.metrics,
+        "base": m.base_name,
+        "quantization": m.quantization,
+        "created_at": m.created_at.isoformat(),
+        "path": str(version.path),
+    }
+
+
+def cmd_adapters_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    rows: dict[str, Any] = {}
+    for name in registry.names():
+        promoted = registry.state(name).promoted
+        rows[name] = {"promoted": promoted, "versions": [_version_summary(v, promoted) for v in registry.versions(name)]}
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no adapters in {registry.root}")
+        return 0
+    for row in rows.values():
+        for v in row["versions"]:
+            metrics = ", ".join(f"{k}={val:.3f}" for k, val in list(v["metrics"].items())[:3])
+            mark = "*" if v["promoted"] else " "
+            print(f"{mark} {v['ref']:<24} {v['kind']:<9} {v['method']:<8} {v['created_at'][:19]}  {metrics}")
+    print("(* = promoted)")
+    return 0
+
+
+def cmd_adapters_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    version = registry.resolve(args.ref)
+    data = {**_version_summary(version, registry.state(version.name).promoted), "manifest": version.manifest.model_dump(mode="json")}
+    if args.json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            if key != "manifest":
+                print(f"{key:>13}: {value}")
+        m = version.manifest
+        print(f"{'fingerprint':>13}: {m.base_fingerprint}")
+        if m.prompt:
+            print(f"{'prompt':>13}: {m.prompt!r}")
+        if m.system:
+            print(f"{'system':>13}: {m.system!r}")
+        if m.hyperparameters:
+            print(f"{'training':>13}: {json.dumps(m.hyperparameters, default=str)}")
+        for filename, digest in m.files.items():
+            print(f"{'file':>13}: {filename}  sha256:{digest[:16]}...")
+    return 0
+
+
+def cmd_adapters_promote(args: argparse.Namespace) -> int:
+    from loragraph.adapters.registry import parse_ref
+    from loragraph.errors import ConfigError
+
+    name, number = parse_ref(args.ref)
+    if number is None:
+        raise ConfigError(f"`promote` needs a pinned version like `{name}@v2`, got {args.ref!r}")
+    version = _registry(args).promote(name, number)
+    print(f"promoted {version.ref}")
+    return 0
+
+
+def cmd_adapters_rollback(args: argparse.Namespace) -> int:
+    version = _registry(args).rollback(args.name)
+    print(f"rolled back {args.name} to {version.ref}")
+    return 0
+
+
+def cmd_adapters_verify(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    version = registry.verify(args.ref)
+    print(f"ok {version.ref}: {len(version.manifest.files)} files match their sha256")
+    return 0
+
+
+def _add_adapters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", type=Path, default=None, help="registry root (default $LORAGRAPH_HOME/adapters)"
+    )
+    adapters = sub.add_parser("adapters", help="list, inspect, promote, roll back and verify published adapters")
+    asub = adapters.add_subparsers(dest="adapters_command", required=True)
+    p = asub.add_parser("list", parents=[common], help="every adapter version (* marks the promoted one)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_adapters_list)
+    p = asub.add_parser("show", parents=[common], help="manifest of one version")
+    p.add_argument("ref", help="`intent` (promoted version), `intent@v3` or `intent@3`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_adapters_show)
+    p = asub.add_parser("promote", parents=[common], help="make a version the one the adapter name resolves to")
+    p.add_argument("ref", help="pinned version, `intent@v3`")
+    p.set_defaults(handler=cmd_adapters_promote)
+    p = asub.add_parser("rollback", parents=[common], help="promote again the version promoted before")
+    p.add_argument("name", help="adapter name, `intent`")
+    p.set_defaults(handler=cmd_adapters_rollback)
+    p = asub.add_parser("verify", parents=[common], help="check a version's files against their sha256 checksums")
+    p.add_argument("ref", help="`intent` (promoted version) or `intent@v3`")
+    p.set_defaults(handler=cmd_adapters_verify)
+
+
+# --------------------------------------------------------------------------- serve / feedback (api room)
+
+
+def _build_routers(args: argparse.Namespace) -> dict[str, Any]:
+    from loragraph.adapters.registry import Registry
+
+    registry = Registry(args.registry) if args.registry else Registry()
+    routers: dict[str, Any] = {}
+    for path in args.pipelines:
+        if args.echo:
+            from loragraph.testing import EchoRouter
+
+            router: Any = EchoRouter.from_yaml(
+                path, registry=registry if args.echo_registry else None,
+                delay_s=args.echo_delay, fail_stage=args.echo_fail_stage,
+            )
+        else:
+            from loragraph.router.router import Router
+
+            router = Router.from_yaml(path, registry=registry)
+        if router.name in routers:
+            raise UserError(f"two pipelines are named `{router.name}`", where=str(path))
+        routers[router.name] = router
+    return routers
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from loragraph.api import ApiSettings, create_app
+
+    settings = ApiSettings.from_env(
+        db_path=args.db,
+        registry_root=args.registry,
+        api_keys=args.api_key or None,
+        admin_keys=args.admin_key or None,
+        workers=args.workers,
+        queue_size=args.queue_size,
+        run_timeout_s=args.run_timeout,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024) if args.max_body_mb else None,
+    )
+    routers = _build_routers(args)
+    kind = "EchoRouter test double" if args.echo else "Router"
+    print(f"serving {', '.join(routers)} ({kind}) on http://{args.host}:{args.port} ; store {settings.resolved_db_path}")
+    uvicorn.run(create_app(routers, settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from loragraph.api import ApiSettings, Store, export_feedback
+
+    db = ApiSettings.from_env(db_path=args.db).resolved_db_path
+    if not db.is_file():
+        raise UserError(f"no API store at `{db}`; pass `--db` or set `LORAGRAPH_DB`")
+    store = Store(db)
+    try:
+        summary = export_feedback(store.iter_feedback(args.stage), args.out)
+    finally:
+        store.close()
+    print(
+        f"stage `{args.stage}`: {summary.sft} SFT example(s) -> {summary.sft_path}, "
+        f"{summary.pairs} preference pair(s) -> {summary.pairs_path}, {summary.skipped} feedback item(s) skipped"
+    )
+    return 0
+
+
+def _add_api(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve pipelines over HTTP (Litestar API + playground at /)")
+    p.add_argument("pipelines", nargs="+", type=Path, metavar="PIPELINE.yaml", help="pipeline YAML file(s)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--db", type=Path, default=None, help="SQLite store (default $LORAGRAPH_HOME/loragraph.db)")
+    p.add_argument("--registry", type=Path, default=None, help="adapter registry root (default $LORAGRAPH_HOME/adapters)")
+    p.add_argument("--api-key", action="append", default=[], help="user key (repeatable; or env LORAGRAPH_API_KEYS)")
+    p.add_argument("--admin-key", action="append", default=[],
+                   help="admin key for promote/rollback (repeatable; or env LORAGRAPH_ADMIN_KEYS); none = disabled")
+    p.add_argument("--workers", type=int, default=None, help="threads running pipelines (default 2)")
+    p.add_argument("--queue-size", type=int, default=None, help="interactive runs that may wait; more get 503 (default 64)")
+    p.add_argument("--run-timeout", type=float, default=None, help="per-run deadline in seconds (default 60)")
+    p.add_argument("--max-body-mb", type=float, default=None, help="largest request body in MiB (default 10)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--echo", action="store_true",
+                   help="serve the EchoRouter test double (stages read from the YAML, no weights) to try the API")
+    p.add_argument("--echo-delay", type=float, default=0.0, help="with --echo: seconds each run takes")
+    p.add_argument("--echo-fail-stage", default=None, help="with --echo: this stage fails on every run")
+    p.add_argument("--echo-registry", action="store_true", help="with --echo: resolve adapters in the registry")
+    p.set_defaults(handler=cmd_serve)
+
+    fb = sub.add_parser("feedback", help="turn feedback stored by the API into training data")
+    fsub = fb.add_subparsers(dest="feedback_command", required=True)
+    p = fsub.add_parser("export", help="write DIR/sft.jsonl and DIR/pairs.jsonl for one stage")
+    p.add_argument("--stage", required=True, help="stage name, e.g. `summary`")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--db", type=Path, default=None, help="SQLite store (default $LORAGRAPH_HOME/loragraph.db)")
+    p.set_defaults(handler=cmd_feedback_export)
+
+
+# --------------------------------------------------------------------------- guardrails
+
+
+def cmd_guardrails_data(args: argparse.Namespace) -> int:
+    from loragraph.guardrails.data import build_guardrail_data
+
+    summary = build_guardrail_data(args.out, seed=args.seed, sample_dir=args.sample)
+    if args.json:
+        _print_json(summary)
+    else:
+        for name, part in summary.items():
+            splits = ", ".join(f"{k} {v['rows']} {v['labels']}" for k, v in part["splits"].items())
+            print(f"{name}: {args.out / name}  ({splits})")
+    return 0
+
+
+def cmd_guardrails_eval(args: argparse.Namespace) -> int:
+    from loragraph.guardrails.evaluate import evaluate_guardrail, format_report
+
+    report = evaluate_guardrail(
+        args.adapter,
+        args.data,
+        threshold=args.threshold,
+        choose_on=args.choose_on,
+        max_fpr=args.max_fpr,
+        flag_labels=args.flag_labels.split(",") if args.flag_labels else None,
+    )
+    if args.json:
+        _print_json(report.model_dump())
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _add_guardrails(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    g = sub.add_parser("guardrails", help="build guardrail data sets and measure guardrail adapters")
+    gsub = g.add_subparsers(dest="guardrails_command", required=True)
+    p = gsub.add_parser("data", help="build the input (safe/attack) and output (safe/toxic/pii_leak) data sets")
+    p.add_argument("--out", required=True, type=Path, help="folder; writes <out>/input and <out>/output splits")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, filling and splitting (default 0)")
+    p.add_argument("--sample", type=Path, default=None, help="folder written by `loragraph data sample` (adds its customer messages and replies)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_guardrails_data)
+    p = gsub.add_parser("eval", help="TPR/FPR of a guardrail adapter, overall and per language")
+    p.add_argument("adapter", help="`name` (the promoted version) or `name@vN`")
+    p.add_argument("--data", required=True, type=Path, help="a split written by `loragraph guardrails data` (e.g. .../input/test.jsonl)")
+    p.add_argument("--threshold", type=float, default=None, help="flagged probability at or above which a text is flagged")
+    p.add_argument("--choose-on", type=Path, default=None, help="choose the threshold on this (validation) file instead")
+    p.add_argument("--max-fpr", type=float, default=0.03, help="with --choose-on: the largest FPR allowed (default 0.03)")
+    p.add_argument("--flag-labels", default=None, help="comma-separated flagged labels (default: every label but `safe`)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=cmd_guardrails_eval)
+
+
 # --------------------------------------------------------------------------- parser
 
 _GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
+    _add_pipeline,
     _add_base,
+    _add_api,
+    _add_adapters,
+    _add_align,
+    _add_train,
+    _add_guardrails,
 ]
 
 

@@ -8,8 +8,9 @@ byte-level BPE tokenizer trained on the spot, ChatML chat template) that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHATML_TEMPLATE", "tiny_base_dir"]
+__all__ = ["CHATML_TEMPLATE", "publish_random_adapter", "tiny_base_dir"]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -79,6 +80,67 @@ def tiny_base_dir(path: str | Path, *, vocab_size: int = 600, hidden_size: int =
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     return path
+
+
+def publish_random_adapter(
+    registry: Any,
+    base: Any,
+    name: str,
+    kind: str,
+    *,
+    labels: list[str] | None = None,
+    prompt: str | None = None,
+    system: str | None = None,
+    seed: int = 0,
+    strength: float = 20.0,
+) -> Any:
+    """Publish an untrained adapter (random LoRA + random head) for ``base`` in ``registry``.
+
+    For tests of everything downstream of training (router, API, guardrails): a real PEFT
+    folder, a real head, a real manifest and checksums, in milliseconds. ``kind`` is
+    ``classify``, ``tag`` or ``generate``; ``labels`` are class labels or entity types.
+    """
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from loragraph.adapters.heads import HeadConfig, build_head, save_head
+
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for pname, param in peft_model.named_parameters():
+            if "lora_B" in pname:
+                param.mul_(strength)
+    head = None
+    if kind in ("classify", "tag"):
+        if not labels:
+            raise ValueError(f"`labels` are required for a {kind} adapter")
+        head = HeadConfig(kind=kind, labels=labels, hidden_size=int(model.config.hidden_size))  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as staged:
+        peft_model.save_pretrained(staged)
+        if head is not None:
+            save_head(build_head(head), Path(staged))
+        return registry.publish(
+            name,
+            Path(staged),
+            {
+                "kind": kind,
+                "labels": labels or [],
+                "head": head,
+                "prompt": prompt,
+                "system": system,
+                "base_name": base.spec.name,
+                "base_fingerprint": base.fingerprint,
+                "quantization": base.spec.quantization,
+                "method": {"classify": "classify", "tag": "tag"}.get(kind, "sft"),
+                "data_hash": "random",
+            },
+        )
 
 
 # --------------------------------------------------------------------------- EchoRouter

@@ -52,6 +52,8 @@ BASE_ADAPTER = "__base__"
 """peft's name for "no adapter" in a mixed batch (``adapter_names``)."""
 
 AdapterArg = AdapterVersion | str
+_PEFT_KEY = "loragraph.host.peft_model"
+_LOCK_KEY = "loragraph.host.lock"
 
 
 def adapter_name_for(version: AdapterVersion) -> str:
@@ -117,8 +119,13 @@ class _Mounted:
 class AdapterHost:
     """Adapters mounted on one resident base; thread-safe (one forward at a time).
 
-    ``registry`` is used to resolve string references (``"intent"``, ``"intent@v3"``)
-    that are not mounted yet; ``batch_size`` caps the rows of one forward pass.
+    An ``adapter`` argument is an ``AdapterVersion``, a reference (``"intent@v3"``, or
+    ``"intent"`` for the promoted version, which needs ``registry``) or the name ``mount``
+    returned (``"intent__v3"``). ``registry`` resolves references not mounted yet;
+    ``batch_size`` caps the rows of one forward pass.
+
+    Several hosts on the same ``LoadedBase`` share its one ``PeftModel`` and one lock
+    (kept in ``base.extra``), so the base is never wrapped twice.
     """
 
     def __init__(self, base: LoadedBase, registry: Registry | None = None, *, batch_size: int = 32) -> None:
@@ -127,15 +134,19 @@ class AdapterHost:
         self.base = base
         self.registry = registry
         self.batch_size = batch_size
-        self._peft: Any = None
         self._mounted: dict[str, _Mounted] = {}
-        self._lock = threading.RLock()
+        self._lock: threading.RLock = base.extra.setdefault(_LOCK_KEY, threading.RLock())
         try:
             from peft import PeftModel
         except ImportError as exc:  # pragma: no cover - peft is a dependency
             raise ModelLoadError("mounting adapters needs `peft`: `pip install peft`") from exc
-        if isinstance(base.model, PeftModel):
-            self._peft = base.model
+        if base.extra.get(_PEFT_KEY) is None and isinstance(base.model, PeftModel):
+            base.extra[_PEFT_KEY] = base.model
+
+    @property
+    def _peft(self) -> Any:
+        """The base's one ``PeftModel`` (None before the first mount), shared by its hosts."""
+        return self.base.extra.get(_PEFT_KEY)
 
     # ------------------------------------------------------------------ info
 
@@ -198,7 +209,7 @@ class AdapterHost:
                 if self._peft is None:
                     from peft import PeftModel
 
-                    self._peft = PeftModel.from_pretrained(
+                    self.base.extra[_PEFT_KEY] = PeftModel.from_pretrained(
                         self.base.model, str(resolved.path), adapter_name=name, is_trainable=False
                     )
                 elif name not in self._peft.peft_config:  # else still resident from before an unmount
@@ -227,6 +238,8 @@ class AdapterHost:
             return adapter
         if not isinstance(adapter, str):
             raise ConfigError(f"`adapter` must be an AdapterVersion or a reference like `intent@v3`, got {adapter!r}")
+        if adapter in self._mounted:  # the peft adapter name `mount` returned, e.g. "intent__v3"
+            return self._mounted[adapter].version
         name, number = parse_ref(adapter)
         if number is not None and f"{name}__v{number}" in self._mounted:
             return self._mounted[f"{name}__v{number}"].version

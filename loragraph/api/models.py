@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from loragraph.router.result import RunResult
 
@@ -35,21 +35,46 @@ JobStatus = Literal["queued", "running", "done"]
 Rating = Literal[-1, 0, 1]
 
 
-class Document(BaseModel):
-    """One document to run a pipeline on."""
+def _check_unicode(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"`{path}` holds an invalid character (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, path)
+            _check_unicode(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_unicode(item, f"{path}.{i}")
+
+
+class _Request(BaseModel):
+    """A request body: unknown fields are refused, strings must be encodable text."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, description="the document text (an email, a chat message, a ticket)")
+    @model_validator(mode="after")
+    def _encodable(self) -> Any:
+        for name in type(self).model_fields:
+            _check_unicode(getattr(self, name), name)
+        return self
+
+
+class Document(_Request):
+    """One document to run a pipeline on."""
+
+    text: str = Field(
+        min_length=1, pattern=r"\S", description="the document text (an email, a chat message, a ticket); not blank"
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="free-form JSON object stored with the run (e.g. a ticket id)"
     )
 
 
-class JobRequest(BaseModel):
+class JobRequest(_Request):
     """A batch of documents for one pipeline."""
-
-    model_config = ConfigDict(extra="forbid")
 
     documents: list[Document] = Field(min_length=1, description="the documents, processed in any order")
 
@@ -86,10 +111,8 @@ class JobRecord(BaseModel):
     created_at: datetime = Field(description="when the job was accepted (UTC)")
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(_Request):
     """Feedback on one stage's output of a finished run."""
-
-    model_config = ConfigDict(extra="forbid")
 
     stage: str = Field(min_length=1, description="the stage the feedback is about, e.g. `summary`")
     rating: Rating = Field(description="-1 = bad (thumbs down), 0 = neutral, 1 = good (thumbs up)")
@@ -151,10 +174,8 @@ def _version_number(value: Any) -> Any:
     return value
 
 
-class PromoteRequest(BaseModel):
+class PromoteRequest(_Request):
     """Which version to promote."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: Annotated[int, BeforeValidator(_version_number)] = Field(
         ge=1, description="version number to promote (`3` or `\"v3\"`)"

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from loragraph.api.errors import QueueFullError, scrub
+from loragraph.api.errors import QueueFullError, RunTimedOutError, scrub
 from loragraph.api.metrics import ApiMetrics
 from loragraph.api.store import TIMEOUT, Store
 from loragraph.errors import UserError
@@ -96,6 +96,7 @@ class RunQueue:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._running = 0
+        self._reserved = {True: 0, False: 0}
         self._deadline_ok = {name: _accepts_deadline(r) for name, r in routers.items()}
 
     # ------------------------------------------------------------------ state
@@ -136,7 +137,7 @@ class RunQueue:
         for item in pending:
             if self.store.fail(item.run_id, "interrupted by shutdown"):
                 self.metrics.observe_failure(item.pipeline, "interrupted")
-            item.future.set_exception(RuntimeError("server shutting down"))
+            item.future.set_exception(QueueFullError("server is shutting down", retry_after=self.retry_after_s))
         end = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
@@ -145,31 +146,40 @@ class RunQueue:
     # ------------------------------------------------------------------ submit
 
     def reserve(self, count: int, *, interactive: bool) -> None:
-        """Raise ``QueueFullError`` unless ``count`` more runs fit (checked again at submit)."""
-        with self._cond:
-            self._check_room(count, interactive)
+        """Hold room for ``count`` runs, or raise ``QueueFullError`` (nothing is stored yet then).
 
-    def _check_room(self, count: int, interactive: bool) -> None:
-        if self._stopping:
-            raise QueueFullError("server is shutting down", retry_after=self.retry_after_s)
-        if interactive and len(self._interactive) + count > self.queue_size:
-            raise QueueFullError(
-                f"run queue is full ({self.queue_size} waiting); retry later", retry_after=self.retry_after_s
-            )
-        if not interactive and len(self._jobs) + count > self.job_backlog:
-            raise QueueFullError(
-                f"job backlog is full ({len(self._jobs)} of {self.job_backlog} documents waiting, "
-                f"{count} more asked); retry later",
-                retry_after=self.retry_after_s,
-            )
+        Follow with ``submit(items)`` (uses the room) or ``release(count, ...)``.
+        """
+        with self._cond:
+            if self._stopping:
+                raise QueueFullError("server is shutting down", retry_after=self.retry_after_s)
+            waiting = len(self._interactive) if interactive else len(self._jobs)
+            limit = self.queue_size if interactive else self.job_backlog
+            if waiting + self._reserved[interactive] + count > limit:
+                what = "run queue" if interactive else "job backlog"
+                raise QueueFullError(
+                    f"{what} is full ({limit} waiting at most, {count} more asked); retry later",
+                    retry_after=self.retry_after_s,
+                )
+            self._reserved[interactive] += count
+
+    def release(self, count: int, *, interactive: bool) -> None:
+        """Give back room held by ``reserve`` that will not be used."""
+        with self._cond:
+            self._reserved[interactive] = max(0, self._reserved[interactive] - count)
 
     def submit(self, items: list[WorkItem]) -> None:
-        """Queue stored runs (all interactive or all job runs); ``QueueFullError`` when they do not fit."""
+        """Queue stored runs (all interactive or all job runs) into room held by ``reserve``."""
         if not items:
             return
         interactive = items[0].interactive
         with self._cond:
-            self._check_room(len(items), interactive)
+            self._reserved[interactive] = max(0, self._reserved[interactive] - len(items))
+            if self._stopping:
+                for item in items:
+                    self.store.fail(item.run_id, "interrupted by shutdown")
+                    item.future.set_exception(QueueFullError("server is shutting down", retry_after=self.retry_after_s))
+                return
             (self._interactive if interactive else self._jobs).extend(items)
             self._cond.notify(len(items))
 
@@ -197,6 +207,12 @@ class RunQueue:
                 with self._cond:
                     self._running -= 1
 
+    def _timed_out(self, item: WorkItem) -> RunTimedOutError:
+        return RunTimedOutError(
+            f"run `{item.run_id}` passed its deadline of {self.run_timeout_s:g} s; stored as failed (timeout)",
+            run_id=item.run_id,
+        )
+
     def _process(self, item: WorkItem) -> None:
         if not item.future.set_running_or_notify_cancel():
             self.store.fail(item.run_id, "cancelled")
@@ -205,10 +221,10 @@ class RunQueue:
         if time.monotonic() >= deadline:
             if self.store.fail(item.run_id, TIMEOUT):
                 self.metrics.observe_failure(item.pipeline, "timeout")
-            item.future.set_exception(TimeoutError(item.run_id))
+            item.future.set_exception(self._timed_out(item))
             return
         if not self.store.mark_running(item.run_id):  # failed meanwhile (client-side timeout)
-            item.future.set_exception(TimeoutError(item.run_id))
+            item.future.set_exception(self._timed_out(item))
             return
         router = self.routers[item.pipeline]
         self.metrics.in_progress.inc()
@@ -228,7 +244,7 @@ class RunQueue:
                 log.error("run %s of `%s` failed", item.run_id, item.pipeline, exc_info=exc)
             if self.store.fail(item.run_id, reason):
                 self.metrics.observe_failure(item.pipeline, kind)
-            item.future.set_exception(TimeoutError(item.run_id) if timed_out else exc)
+            item.future.set_exception(self._timed_out(item) if timed_out else exc)
             return
         finally:
             self.metrics.in_progress.dec()

@@ -80,8 +80,12 @@ def structure_problems(spec: PipelineSpec) -> list[Problem]:
         if key in reported:
             continue
         reported.add(key)
-        loop = [*cycle, cycle[0]]
-        closing = graph.edges[loop[-2], loop[-1]]["index"]
+        # blame the edge written last in the file; start the loop printout at its target
+        pairs = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
+        closing = max(graph.edges[a, b]["index"] for a, b in pairs)
+        start = next(i for i, (a, b) in enumerate(pairs) if graph.edges[a, b]["index"] == closing) + 1
+        rotated = cycle[start:] + cycle[:start]
+        loop = [*rotated, rotated[0]]
         problems.append(
             Problem(
                 spec.where(("edges", closing)),

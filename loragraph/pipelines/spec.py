@@ -439,6 +439,12 @@ class PipelineSpec(BaseModel):
     edges: list[EdgeSpec] = Field(
         default_factory=list, description="connections between stages, tried in file order"
     )
+    reply_from: list[str] | None = Field(
+        None,
+        description="generate (or guardrail-checked) stages whose text is the reply to the customer, in "
+        "priority order: the first that ran gives `RunResult.reply`. Default: the last generate stage "
+        "that ran",
+    )
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="document size, chunk and time limits")
 
     _source: SourceMap | None = PrivateAttr(None)

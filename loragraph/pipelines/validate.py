@@ -235,6 +235,16 @@ def _data_flow(ctx: _Context) -> None:
                     )
 
 
+def _reply_from(ctx: _Context) -> None:
+    spec = ctx.spec
+    for k, name in enumerate(spec.reply_from or []):
+        loc = ("reply_from", k)
+        if name not in spec.stages:
+            ctx.add(loc, f"`reply_from[{k}]` names stage `{name}`, which does not exist; stages are {_names(list(spec.stages))}")
+        elif spec.stages[name].kind != "generate":
+            ctx.add(loc, f"`reply_from[{k}]` must name a generate stage (its text is the reply), got `{name}` of kind `{spec.stages[name].kind}`")
+
+
 # --------------------------------------------------------------------------- conditions
 
 
@@ -314,31 +324,30 @@ def _conditions(ctx: _Context) -> None:
 
 
 def _open_registry(registry: RegistryLike | str | Path | None) -> RegistryLike | None:
-    if registry is None or hasattr(registry, "resolve"):
-        return registry  # type: ignore[return-value]
-    from loragraph.adapters.registry import Registry
+    if isinstance(registry, str | Path):
+        from loragraph.adapters.registry import Registry
 
-    return Registry(root=Path(registry))  # type: ignore[no-any-return]
+        return Registry(root=Path(registry))
+    return registry
 
 
 def _registry_checks(ctx: _Context, registry: RegistryLike, base_fingerprint: str | None) -> None:
     spec = ctx.spec
     resolved: dict[str, Any] = {}
-    failed: set[str] = set()
+    failed: dict[str, LoragraphError] = {}
     first_fingerprint: tuple[str, str] | None = None  # (fingerprint, ref)
     for name, stage in spec.stages.items():
         loc = ("stages", name, "adapter")
         field = f"`stages.{name}.adapter`"
         ref = stage.adapter
-        if ref in failed:
-            continue
-        if ref not in resolved:
+        if ref not in resolved and ref not in failed:
             try:
                 resolved[ref] = registry.resolve(ref)
             except LoragraphError as exc:
-                failed.add(ref)
-                ctx.add(loc, f"{field}: adapter `{ref}` cannot be used: {exc}")
-                continue
+                failed[ref] = exc
+        if ref in failed:
+            ctx.add(loc, f"{field}: adapter `{ref}` cannot be used: {failed[ref]}")
+            continue
         version = resolved[ref]
         manifest = version.manifest
         used = getattr(version, "ref", ref)
@@ -423,6 +432,7 @@ def validate_spec(
     if reg is not None:
         _registry_checks(ctx, reg, base_fingerprint)
     _data_flow(ctx)
+    _reply_from(ctx)
     _conditions(ctx)
     unique = list(dict.fromkeys(ctx.problems))
     return sorted(unique, key=_line)

@@ -77,15 +77,17 @@ class Router:
         from loragraph.adapters.base import load_base
         from loragraph.adapters.host import AdapterHost
         from loragraph.adapters.registry import Registry
-        from loragraph.pipelines.spec import load_pipeline
         from loragraph.pipelines.validate import check_pipeline
 
         registry = registry or Registry()
-        spec = load_pipeline(path)
-        check_pipeline(path, registry=registry)  # everything that needs no weights
+        spec = check_pipeline(path, registry=registry)  # everything that needs no weights
         base = base or load_base(spec.base)
-        check_pipeline(path, registry=registry, base_fingerprint=base.fingerprint)
-        return cls(spec, host=AdapterHost(base), registry=registry, source=str(path))
+        check_pipeline(spec, registry=registry, base_fingerprint=base.fingerprint)
+        # one host per base: pipelines sharing a base share its resident adapters
+        host = base.extra.get("host")
+        if host is None:
+            host = base.extra["host"] = AdapterHost(base)
+        return cls(spec, host=host, registry=registry, source=str(path))
 
     @property
     def name(self) -> str:
@@ -195,11 +197,10 @@ class Router:
                 doc.result.verdicts.append(verdict)
             if info.get("reply") is not None:
                 doc.result.reply = info["reply"]
-            if info.get("escalate"):
-                doc.result.status = "escalated"
+            if info.get("run_status", "ok") != "ok":
+                doc.result.status = info["run_status"]
             if info.get("stop"):
                 doc.done = True
-                doc.result.status = "blocked" if status == "blocked" else doc.result.status
                 continue
             if spec.kind == "generate":
                 doc.result.reply = output.get("text", doc.result.reply)
@@ -410,7 +411,7 @@ class Router:
                 "status": "blocked" if outcome.stop else "ok",
                 "stop": outcome.stop,
                 "reply": outcome.reply,
-                "escalate": outcome.escalate,
+                "run_status": outcome.run_status,
                 "input_tokens": self.host.count_tokens(text),
             }
             out.append((output, info))

@@ -427,7 +427,7 @@ def align(
             max_length=config.max_length,
             seed=config.seed,
             data_seed=config.seed,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,  # 135M params: memory is no issue, speed is
             save_strategy="no",
             eval_strategy="no",
             report_to=[],

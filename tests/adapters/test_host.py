@@ -97,6 +97,8 @@ def test_staged_folder_is_standard_peft(world: dict[str, Any]) -> None:
 def test_mount_is_idempotent_and_all_stay_resident(host: AdapterHost, world: dict[str, Any]) -> None:
     assert host.mount(world["a"]) == "intent__v1"
     assert host.mount("intent@v1") == "intent__v1"
+    assert host.mount("intent__v1") == "intent__v1"  # the name mount returned is a valid argument too
+    assert host.classify("intent__v1", TEXTS[:1]) == host.classify(world["a"], TEXTS[:1])
     assert host.mount("urgency") == "urgency__v1"
     assert set(host.model.peft_config) == {"intent__v1", "urgency__v1"}
     assert [v.ref for v in host.mounted()] == ["intent@v1", "urgency@v1"]
@@ -216,7 +218,7 @@ def test_tampered_adapter_is_refused(world: dict[str, Any], tiny_base_path: Path
     data = bytearray(head.read_bytes())
     data[-1] ^= 0x01
     head.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="head.safetensors"):
+    with pytest.raises(IntegrityError, match=r"head\.safetensors"):
         AdapterHost(base, reg).mount("tampered@v1")
 
 
@@ -230,6 +232,17 @@ def test_unknown_adapters(world: dict[str, Any], tiny_base_path: Path) -> None:
         AdapterHost(_fresh_base(tiny_base_path), world["reg"]).classify("nope", TEXTS)
     with pytest.raises(ConfigError):
         host.classify("intent@", TEXTS)
+
+
+def test_two_hosts_share_one_peft_model(world: dict[str, Any]) -> None:
+    base = _fresh_base(world["path"])
+    first, second = AdapterHost(base, world["reg"]), AdapterHost(base, world["reg"])
+    expected = first.classify("intent@v1", TEXTS)
+    assert second.classify("intent@v1", TEXTS) == expected  # no second wrapping of the base
+    second.mount("urgency@v1")
+    assert first.model is second.model and set(first.model.peft_config) == {"intent__v1", "urgency__v1"}
+    assert [v.ref for v in first.mounted()] == ["intent@v1"]
+    assert first.classify("intent@v1", TEXTS) == expected
 
 
 def test_unmount(host: AdapterHost, world: dict[str, Any]) -> None:

@@ -210,11 +210,11 @@ def test_missing_and_unexpected_files(reg: Registry, tmp_path: Path) -> None:
         verify_version(v)
     (v.path / "adapter_model.bin").unlink()
     (v.path / "extra.safetensors").write_bytes(b"x")
-    with pytest.raises(IntegrityError, match="unexpected file `extra.safetensors`"):
+    with pytest.raises(IntegrityError, match=r"unexpected file `extra\.safetensors`"):
         verify_version(v)
     (v.path / "extra.safetensors").unlink()
     (v.path / "head.safetensors").unlink()
-    with pytest.raises(IntegrityError, match="`head.safetensors` listed in the manifest is missing"):
+    with pytest.raises(IntegrityError, match=r"`head\.safetensors` listed in the manifest is missing"):
         verify_version(v)
 
 
@@ -236,7 +236,7 @@ def test_publish_validates_fields_and_folder(reg: Registry, tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="name"):
         reg.publish("bad name", staged, _fields())
     no_head = _stage(tmp_path / "s2", head=False)
-    with pytest.raises(ConfigError, match="head.safetensors"):
+    with pytest.raises(ConfigError, match=r"head\.safetensors"):
         reg.publish("intent", no_head, _fields())
     (no_head / "sub").mkdir()
     with pytest.raises(ConfigError, match="subfolder"):
@@ -254,3 +254,38 @@ def test_generate_manifest(reg: Registry, tmp_path: Path) -> None:
     assert v.manifest.prompt == "Summarise: {{ text }}" and v.manifest.head is None
     with pytest.raises(ValueError):
         Manifest.model_validate({**_fields(kind="generate", method="sft"), "name": "x", "version": 1})
+
+
+def test_cli_adapters_group(reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from loragraph.cli import main
+
+    root = ["--registry", str(reg.root)]
+    reg.publish("intent", _stage(tmp_path / "s1", 1), _fields())
+    reg.publish("intent", _stage(tmp_path / "s2", 2), _fields(parent=1))
+    assert main(["adapters", "list", "--json", *root]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["intent"]["promoted"] == 1
+    assert [v["ref"] for v in listed["intent"]["versions"]] == ["intent@v1", "intent@v2"]
+    assert main(["adapters", "list", *root]) == 0
+    assert "* intent@v1" in capsys.readouterr().out
+    assert main(["adapters", "promote", "intent@v2", *root]) == 0
+    assert "promoted intent@v2" in capsys.readouterr().out
+    assert reg.promoted("intent").version == 2
+    assert main(["adapters", "show", "intent", "--json", *root]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ref"] == "intent@v2" and shown["manifest"]["parent"] == 1 and shown["promoted"] is True
+    assert main(["adapters", "verify", "intent@v1", *root]) == 0
+    assert "ok intent@v1: 3 files" in capsys.readouterr().out
+    assert main(["adapters", "rollback", "intent", *root]) == 0
+    assert reg.promoted("intent").version == 1
+    capsys.readouterr()
+    # user mistakes exit 2 with one clear line; a tampered version exits 1
+    assert main(["adapters", "promote", "intent", *root]) == 2
+    assert "`promote` needs a pinned version" in capsys.readouterr().err
+    assert main(["adapters", "show", "intent@v9", *root]) == 2
+    assert "published versions: v1, v2" in capsys.readouterr().err
+    weights = reg.root / "intent" / "v2" / "adapter_model.safetensors"
+    os.chmod(weights, 0o644)
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert main(["adapters", "verify", "intent@v2", *root]) == 1
+    assert "intent@v2" in capsys.readouterr().err

@@ -1,0 +1,218 @@
+"""Measure a guardrail adapter: TPR on flagged rows, FPR on safe rows, overall and per language.
+
+A row is *positive* when its label is flagged (default: every label but ``safe``); the
+guardrail flags it when the flagged probability (``policy.flagged_score``) is at or above
+the threshold. ``choose_threshold`` picks the threshold on a validation split (never the
+test split): the lowest threshold whose FPR stays within ``max_fpr``, which maximises TPR
+under that constraint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from loragraph.errors import ConfigError
+from loragraph.guardrails.data import GuardrailRow, read_rows
+from loragraph.guardrails.policy import flagged_score
+
+__all__ = [
+    "GroupRates",
+    "GuardrailReport",
+    "choose_threshold",
+    "evaluate_guardrail",
+    "format_report",
+    "rates",
+    "score_rows",
+]
+
+ClassifyBatch = Callable[[Sequence[str]], Sequence[Any]]
+
+
+class GroupRates(BaseModel):
+    """Detection rates of one group of rows (all rows, one language, one source)."""
+
+    positives: int = Field(description="rows whose label is flagged (attacks, toxic, leaks)")
+    negatives: int = Field(description="rows labelled `safe`")
+    true_positives: int = Field(description="positives the guardrail flagged")
+    false_positives: int = Field(description="safe rows the guardrail flagged")
+    tpr: float | None = Field(description="true_positives / positives (None without positives)")
+    fpr: float | None = Field(description="false_positives / negatives (None without negatives)")
+
+
+class GuardrailReport(BaseModel):
+    """The evaluation of one guardrail adapter on one data file."""
+
+    adapter: str = Field(description="`name@vN` of the evaluated version")
+    data: str = Field(description="the evaluated JSONL file")
+    threshold: float = Field(description="flagged probability at or above which a row is flagged")
+    threshold_source: str = Field(description="`given`, `default` or `chosen on <file> (max_fpr=...)`")
+    overall: GroupRates = Field(description="rates over every row")
+    per_language: dict[str, GroupRates] = Field(description="rates per language of the rows")
+    per_source: dict[str, GroupRates] = Field(description="rates per source of the rows")
+    label_accuracy: float = Field(description="share of rows whose predicted label equals the gold label")
+    rows: int = Field(description="rows evaluated")
+    seconds: float = Field(description="wall time of the classification")
+
+
+def score_rows(
+    classify_batch: ClassifyBatch, texts: Sequence[str], *, flag_labels: Sequence[str] | None = None, batch_size: int = 16
+) -> tuple[list[float], list[str]]:
+    """Flagged probability and predicted label of every text."""
+    scores: list[float] = []
+    labels: list[str] = []
+    flags = list(flag_labels) if flag_labels is not None else None
+    for start in range(0, len(texts), batch_size):
+        for c in classify_batch(list(texts[start : start + batch_size])):
+            scores.append(flagged_score(c, flags)[1])
+            labels.append(str(c.label))
+    return scores, labels
+
+
+def _positive(label: str, flag_labels: Sequence[str] | None) -> bool:
+    return label in flag_labels if flag_labels is not None else label != "safe"
+
+
+def rates(
+    scores: Sequence[float], gold: Sequence[str], threshold: float, *, flag_labels: Sequence[str] | None = None
+) -> GroupRates:
+    """TPR/FPR of ``scores`` against gold labels at ``threshold``."""
+    pos = neg = tp = fp = 0
+    for s, g in zip(scores, gold, strict=True):
+        flagged = s >= threshold
+        if _positive(g, flag_labels):
+            pos += 1
+            tp += flagged
+        else:
+            neg += 1
+            fp += flagged
+    return GroupRates(
+        positives=pos, negatives=neg, true_positives=tp, false_positives=fp,
+        tpr=tp / pos if pos else None, fpr=fp / neg if neg else None,
+    )
+
+
+def choose_threshold(
+    scores: Sequence[float], gold: Sequence[str], *, max_fpr: float = 0.03, flag_labels: Sequence[str] | None = None
+) -> float:
+    """The lowest threshold whose FPR on these rows is at most ``max_fpr`` (maximises TPR).
+
+    Allows ``floor(max_fpr * negatives)`` false positives: the threshold sits just above the
+    next-highest safe score, so exactly those stay below the limit.
+    """
+    if not 0.0 <= max_fpr < 1.0:
+        raise ConfigError(f"`max_fpr` must be in [0, 1), got {max_fpr}")
+    negatives = sorted((s for s, g in zip(scores, gold, strict=True) if not _positive(g, flag_labels)), reverse=True)
+    if not negatives:
+        raise ConfigError("choosing a threshold needs `safe` rows in the validation data")
+    allowed = math.floor(max_fpr * len(negatives) + 1e-9)
+    if allowed >= len(negatives):
+        return 0.0
+    cut = negatives[allowed]
+    return float(min(1.0, math.nextafter(cut, math.inf)))
+
+
+def _grouped(
+    rows: Sequence[GuardrailRow], scores: Sequence[float], threshold: float, key: Callable[[GuardrailRow], str],
+    flag_labels: Sequence[str] | None,
+) -> dict[str, GroupRates]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[key(r)].append(i)
+    return {
+        k: rates([scores[i] for i in idx], [rows[i].label for i in idx], threshold, flag_labels=flag_labels)
+        for k, idx in sorted(groups.items())
+    }
+
+
+def evaluate_guardrail(
+    adapter: str,
+    data: str | Path,
+    *,
+    threshold: float | None = None,
+    choose_on: str | Path | None = None,
+    max_fpr: float = 0.03,
+    flag_labels: Sequence[str] | None = None,
+    host: Any = None,
+    registry: Any = None,
+) -> GuardrailReport:
+    """Evaluate a guardrail adapter version on ``data`` (see the module doc).
+
+    ``threshold`` fixes the threshold; else ``choose_on`` (a validation file) chooses it
+    with ``max_fpr``; else 0.5. ``host`` reuses a loaded ``AdapterHost``.
+    """
+    import time
+
+    from loragraph.adapters.registry import Registry
+
+    if threshold is not None and choose_on is not None:
+        raise ConfigError("give either `--threshold` or `--choose-on`, not both")
+    registry = registry or Registry()
+    version = registry.resolve(adapter)
+    if version.manifest.kind != "classify":
+        raise ConfigError(f"`{version.ref}` is a `{version.manifest.kind}` adapter; a guardrail is a classify adapter")
+    if host is None:
+        from loragraph.adapters.base import BaseSpec, load_base
+        from loragraph.adapters.host import AdapterHost
+
+        manifest = version.manifest
+        host = AdapterHost(load_base(BaseSpec(name=manifest.base_name, quantization=manifest.quantization)), registry)
+
+    def classify_batch(texts: Sequence[str]) -> Sequence[Any]:
+        return host.classify(version, list(texts))
+
+    source = "default"
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"`--threshold` must be between 0 and 1, got {threshold}")
+        source = "given"
+    elif choose_on is not None:
+        val_rows = read_rows(choose_on)
+        val_scores, _ = score_rows(classify_batch, [r.text for r in val_rows], flag_labels=flag_labels)
+        threshold = choose_threshold(val_scores, [r.label for r in val_rows], max_fpr=max_fpr, flag_labels=flag_labels)
+        source = f"chosen on {choose_on} (max_fpr={max_fpr})"
+    else:
+        threshold = 0.5
+    rows = read_rows(data)
+    started = time.perf_counter()
+    scores, predicted = score_rows(classify_batch, [r.text for r in rows], flag_labels=flag_labels)
+    seconds = time.perf_counter() - started
+    gold = [r.label for r in rows]
+    return GuardrailReport(
+        adapter=version.ref,
+        data=str(data),
+        threshold=threshold,
+        threshold_source=source,
+        overall=rates(scores, gold, threshold, flag_labels=flag_labels),
+        per_language=_grouped(rows, scores, threshold, lambda r: r.lang, flag_labels),
+        per_source=_grouped(rows, scores, threshold, lambda r: r.source.split("/")[0] if not r.source.startswith("composed") else "composed", flag_labels),
+        label_accuracy=sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(rows) if rows else 0.0,
+        rows=len(rows),
+        seconds=round(seconds, 2),
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "  -  " if x is None else f"{x:.3f}"
+
+
+def format_report(report: GuardrailReport) -> str:
+    """A plain-text table of a report."""
+    lines = [
+        f"{report.adapter} on {report.data} ({report.rows} rows, {report.seconds:.1f}s)",
+        f"threshold {report.threshold:.4f} ({report.threshold_source}); label accuracy {report.label_accuracy:.3f}",
+        f"{'group':<22}{'TPR':>7}{'FPR':>7}{'pos':>6}{'neg':>6}{'TP':>6}{'FP':>6}",
+    ]
+
+    def line(name: str, r: GroupRates) -> str:
+        return f"{name:<22}{_fmt(r.tpr):>7}{_fmt(r.fpr):>7}{r.positives:>6}{r.negatives:>6}{r.true_positives:>6}{r.false_positives:>6}"
+
+    lines.append(line("overall", report.overall))
+    lines += [line(f"lang {k}", v) for k, v in report.per_language.items()]
+    lines += [line(f"source {k}", v) for k, v in report.per_source.items()]
+    return "\n".join(lines)

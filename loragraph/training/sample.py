@@ -1,0 +1,962 @@
+"""The sample customer-service data set: reproducible, composed, exactly annotated.
+
+``generate_sample(out_dir, seed=0, sizes=...)`` writes, for the 11 intents and 8 entity
+types of ``docs``' taxonomy (``shared/customer-service-taxonomy.md``)::
+
+    intent/{train,validation,test}.jsonl       classify  {"text", "label"}
+    entities/{train,validation,test}.jsonl     tag       {"text", "entities": [{"type","start","end","text"}]}
+    summary/{train,validation,test}.jsonl      generate  {"input": {"text"}, "target"}
+    reply/{train,validation,test}.jsonl        generate  {"input": {"text","intent","entities","summary"}, "target"}
+    reply_pairs/{train,validation,test}.jsonl  pairs     {"input": {...as reply...}, "chosen", "rejected"}
+    documents.jsonl                            {"id", "text"}: documents to run a pipeline on
+    manifest.json                              seed, sizes, counts per split, label and style
+
+Messages are composed, not templated one-to-one: greeting, opener, the main ask (one of
+dozens per intent), an optional second ask of another intent (the main ask first, or
+marked "More importantly, ..."), details, contact lines, closing and signature, in chat,
+email or web-form shape, with lowercase and typo styles. Names, emails and addresses come
+from a seeded Faker; out-of-scope material also from presidio-evaluator's sentence
+templates (read as a file when installed). Every entity is recorded while the text is
+built, so offsets are exact by construction. Test messages use held-out ask templates
+(about 20% per intent), so the test split measures generalisation to new phrasings, and no
+text appears in two splits. Same seed -> byte-identical files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from loragraph.errors import ConfigError, RuntimeFailure
+from loragraph.training import sample_text as T
+
+__all__ = [
+    "ENTITY_FORMATS",
+    "ENTITY_TYPES",
+    "INTENTS",
+    "SIZE_PRESETS",
+    "SPLITS",
+    "Message",
+    "SampleSizes",
+    "SampleTemplates",
+    "generate_messages",
+    "generate_sample",
+    "load_templates",
+    "parse_sizes",
+]
+
+INTENTS: tuple[str, ...] = T.INTENTS
+ENTITY_TYPES: tuple[str, ...] = ("ORDER_ID", "PERSON", "EMAIL", "PHONE", "DATE", "AMOUNT", "PRODUCT", "ADDRESS")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+Split = Literal["train", "validation", "test"]
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_RELATIVE_DATES = (
+    "yesterday", "today", "this morning", "last week", "two days ago", "3 days ago", "a week ago",
+    "the day before yesterday", "last month", "10 days ago",
+) + tuple(f"last {d}" for d in _DAYS)
+
+ENTITY_FORMATS: dict[str, str] = {
+    "ORDER_ID": r"#[A-Z]-\d{5}|ORD-\d{4}-\d{5}|\d{4}-\d{3}",
+    "PERSON": r"(?:(?:Mr|Ms|Mrs|Dr)\. )?[A-Z][A-Za-z'\-]+(?: [A-Z][A-Za-z'\-]+)*",
+    "EMAIL": r"[a-z0-9._+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)+",
+    "PHONE": r"\+?[0-9][0-9 ().\-]{7,}[0-9]",
+    "DATE": r"(?:" + "|".join(_MONTHS) + r") \d{1,2}(?:st|nd|rd|th)?|\d{1,2} (?:" + "|".join(_MONTHS)
+    + r")|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|" + "|".join(_DAYS) + "|" + "|".join(_RELATIVE_DATES),
+    "AMOUNT": r"[$€£]\d{1,3}(?:,\d{3})*(?:\.\d{2})?|\d+(?:\.\d{2})? (?:USD|EUR|GBP|dollars|euros|pounds)|(?:USD|EUR|GBP) \d+(?:\.\d{2})?",
+    "PRODUCT": "|".join(re.escape(p) for p in T.PRODUCTS),
+    "ADDRESS": r".*\d.*,.*",
+}
+"""A full-match regex per entity type, describing the formats the generator writes."""
+
+
+class SampleSizes(BaseModel):
+    """Train-split sizes of each generated data set; validation and test are derived."""
+
+    intent: int = Field(1500, ge=0, description="train examples of the intent (classify) data")
+    entities: int = Field(1500, ge=0, description="train examples of the entities (tag) data")
+    summary: int = Field(600, ge=0, description="train examples of the summary (generate) data")
+    reply: int = Field(600, ge=0, description="train examples of the reply (generate) data")
+    reply_pairs: int = Field(600, ge=0, description="train preference pairs for the reply stage")
+    documents: int = Field(30, ge=0, description="sample documents in `documents.jsonl`")
+    eval_fraction: float = Field(0.15, ge=0.0, lt=0.5, description="share of validation and of test each in the whole data set")
+
+    def split_sizes(self, train: int) -> dict[str, int]:
+        """Sizes of the three splits for a train size: validation and test are `eval_fraction` of the total each."""
+        held = round(train * self.eval_fraction / (1 - 2 * self.eval_fraction)) if train else 0
+        return {"train": train, "validation": held, "test": held}
+
+
+SIZE_PRESETS: dict[str, SampleSizes] = {
+    "default": SampleSizes(),
+    "small": SampleSizes(intent=440, entities=440, summary=160, reply=160, reply_pairs=160, documents=30),
+    "tiny": SampleSizes(intent=110, entities=88, summary=33, reply=33, reply_pairs=33, documents=12),
+}
+
+
+def parse_sizes(spec: str | None) -> SampleSizes:
+    """``"default"`` / ``"small"`` / ``"tiny"``, optionally followed by ``key=value`` overrides:
+    ``"small,intent=300,eval_fraction=0.2"`` or ``"intent=300"`` (on the default)."""
+    if not spec:
+        return SampleSizes()
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    base = SampleSizes()
+    if parts and "=" not in parts[0]:
+        if parts[0] not in SIZE_PRESETS:
+            raise ConfigError(f"`--size` preset must be one of {', '.join(SIZE_PRESETS)}, got {parts[0]!r}")
+        base = SIZE_PRESETS[parts.pop(0)]
+    values = base.model_dump()
+    for part in parts:
+        key, _, raw = part.partition("=")
+        if key not in values:
+            raise ConfigError(f"`--size` key must be one of {', '.join(values)}, got {key!r}")
+        try:
+            values[key] = float(raw) if key == "eval_fraction" else int(raw)
+        except ValueError:
+            raise ConfigError(f"`--size` value of `{key}` must be a number, got {raw!r}") from None
+    try:
+        return SampleSizes(**values)
+    except Exception as exc:
+        raise ConfigError(f"`--size` is invalid: {exc}") from None
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class SampleTemplates:
+    """The ask templates of every intent, split into a train pool and a held-out test pool."""
+
+    train: dict[str, list[tuple[str, str | None]]]
+    test: dict[str, list[tuple[str, str | None]]]
+
+    def pool(self, split: str) -> dict[str, list[tuple[str, str | None]]]:
+        """Ask templates usable in ``split`` (test: held-out ones only)."""
+        return self.test if split == "test" else self.train
+
+
+_PRESIDIO_SLOTS = {
+    "person": "person", "name": "person", "first_name": "first", "first_name_male": "first",
+    "first_name_female": "first", "name_male": "first", "name_female": "first", "email": "email",
+    "phone_number": "phone", "address": "address", "city": "city", "country": "country",
+    "organization": "org", "nationality": "nationality", "job": "job", "day_of_week": "weekday",
+    "year": "year", "age": "age", "street_name": "street", "url": "url",
+}
+_IN_SCOPE_WORDS = re.compile(
+    r"card|account|order|statement|charge|bank|transfer|update|billing|cancel|block|limit|send|subscription|"
+    r"money|funds|password|beneficiary|portfolio|messages|call me|reach you|address is|address:|please|iban|ssn|"
+    r"killer|kill|died|devil|religion|necrophilia|patient|male|female|gender|rock|hungry|laid|injured|law|"
+    r"security|license|birth|\{\{[a-z_]+\}\}:|speak|name is|name\?|email\?|\bmy name\b|manager|bot|boss|date|"
+    r"address to|sent to|options|press|your email|under|answering|your address",
+    re.IGNORECASE,
+)
+
+
+def _presidio_templates() -> list[tuple[str, str | None]]:
+    """Out-of-scope sentences from presidio-evaluator's templates.txt (read as a file), slots mapped."""
+    spec = importlib.util.find_spec("presidio_evaluator")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    path = Path(next(iter(spec.submodule_search_locations))) / "data_generator" / "raw_data" / "templates.txt"
+    if not path.is_file():
+        return []
+    out: list[tuple[str, str | None]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip().replace("\\n", "\n").replace("\\,", ",")
+        if re.search(r"(?<!\{)\{\w+\}(?!\})", line):
+            continue
+        if not line or "\ufffd" in line or len(line) > 220 or "\n" in line or _IN_SCOPE_WORDS.search(line):
+            continue
+        slots = re.findall(r"\{\{(\w+)\}\}", line)
+        if any(s not in _PRESIDIO_SLOTS for s in slots) or len(set(slots)) != len(slots):
+            continue
+        text = re.sub(r"\{\{(\w+)\}\}", lambda m: "{" + _PRESIDIO_SLOTS[m.group(1)] + "}", line)
+        if re.search(r"\{(?!\w+\})|(?<!\{\w)\}", re.sub(r"\{\w+\}", "", text)):
+            continue
+        out.append((text, "sends a message unrelated to customer service"))
+    return out
+
+
+def load_templates(seed: int = 0, *, held_out: float = 0.2) -> SampleTemplates:
+    """All ask templates, with about ``held_out`` of each intent's kept for the test split."""
+    train: dict[str, list[tuple[str, str | None]]] = {}
+    test: dict[str, list[tuple[str, str | None]]] = {}
+    for intent in INTENTS:
+        asks = [(a, None) if isinstance(a, str) else a for a in T.ASKS[intent]]
+        if intent == "other":
+            asks += _presidio_templates()
+        rng = random.Random(f"{seed}:holdout:{intent}")
+        order = list(range(len(asks)))
+        rng.shuffle(order)
+        n_test = max(2, round(len(asks) * held_out))
+        test[intent] = [asks[i] for i in sorted(order[:n_test])]
+        train[intent] = [asks[i] for i in sorted(order[n_test:])]
+    return SampleTemplates(train=train, test=test)
+
+
+# --------------------------------------------------------------------------- values
+
+
+_DOMAINS = ("example.com", "gmail.com", "outlook.com", "yahoo.co.uk", "mail.com", "proton.me", "icloud.com")
+
+
+class _Faker:
+    """Seeded Faker instances (US and GB) behind one small interface."""
+
+    def __init__(self, seed: int) -> None:
+        from faker import Faker
+
+        self.us = Faker("en_US")
+        self.gb = Faker("en_GB")
+        self.us.seed_instance(seed)
+        self.gb.seed_instance(seed + 1)
+
+
+def _clean_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z'\-]", "", s) or "Sam"
+
+
+def _phone(rng: random.Random) -> str:
+    n3, n4 = rng.randint(0, 999), rng.randint(0, 9999)
+    area = rng.choice((212, 305, 312, 415, 503, 617, 646, 702, 718, 917))
+    return rng.choice(
+        (
+            f"+1 {area} 555 {n4:04d}",
+            f"({area}) 555-{n4:04d}",
+            f"{area}-555-{n4:04d}",
+            f"{area}.555.{n4:04d}",
+            f"(020) 7946 0{n3:03d}",
+            f"+44 20 7946 0{n3:03d}",
+            f"07700 900{n3:03d}",
+            f"+44 7700 900{n3:03d}",
+        )
+    )
+
+
+def _date(rng: random.Random) -> tuple[str, bool]:
+    """(date text, needs "on" before it in running text)."""
+    m, d = rng.randint(1, 12), rng.randint(1, 28)
+    suffix = "th" if 10 <= d % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(d % 10, "th")
+    kind = rng.randrange(8)
+    if kind == 0:
+        return f"{_MONTHS[m - 1]} {d}{suffix}", True
+    if kind == 1:
+        return f"{d} {_MONTHS[m - 1]}", True
+    if kind == 2:
+        return f"2026-{m:02d}-{d:02d}", True
+    if kind == 3:
+        return f"{m:02d}/{d:02d}/2026", True
+    if kind == 4:
+        return rng.choice(_DAYS), True
+    return rng.choice(_RELATIVE_DATES), False
+
+
+def _amounts(rng: random.Random) -> tuple[str, str]:
+    cur = rng.randrange(7)
+
+    def one() -> str:
+        v = rng.choice((rng.randint(5, 300) + rng.choice((0, 0.99, 0.5, 0.49)), float(rng.randint(300, 1500))))
+        cents = f"{v:,.2f}"
+        whole = f"{round(v):,}"
+        return (
+            f"${cents}", f"€{whole}", f"£{cents}", f"{round(v)} pounds", f"{v:.2f} USD", f"EUR {round(v)}", f"{round(v)} euros",
+        )[cur]
+
+    a = one()
+    b = one()
+    while b == a:
+        b = one()
+    return a, b
+
+
+def _order_ids(rng: random.Random) -> tuple[str, str]:
+    fmt = rng.randrange(3)
+
+    def one() -> str:
+        if fmt == 0:
+            return f"#{rng.choice('ABCDEFGHKLMNPRSTWXZ')}-{rng.randint(10000, 99999)}"
+        if fmt == 1:
+            return f"ORD-{rng.choice((2024, 2025, 2026))}-{rng.randint(10000, 99999)}"
+        return f"{rng.randint(1000, 9999)}-{rng.randint(100, 999)}"
+
+    a = one()
+    b = one()
+    while b == a:
+        b = one()
+    return a, b
+
+
+def _address(rng: random.Random, fk: _Faker) -> str:
+    if rng.random() < 0.5:
+        f = fk.us
+        street = f.street_address().replace("\n", ", ")
+        return f"{street}, {f.city()}, {f.state_abbr()} {f.zipcode()}"
+    f = fk.gb
+    street = f.street_address().replace("\n", ", ")
+    if not re.search(r"\d", street):
+        street = f"{rng.randint(1, 200)} {street}"
+    return f"{street}, {f.city()} {f.postcode()}"
+
+
+_KIND_OF = {p: kind for kind, group in T.PRODUCTS_BY_KIND.items() for p in group}
+
+
+def _fits(kinds: str, product: str) -> bool:
+    return kinds == "*" or _KIND_OF[product] in kinds.split()
+
+
+def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dict[str, Any]:
+    f = fk.us if rng.random() < 0.6 else fk.gb
+    first, last = _clean_name(f.first_name()), _clean_name(f.last_name())
+    title = rng.choice(("Mr.", "Ms.", "Mrs.", "Dr."))
+    user = rng.choice((f"{first}.{last}", f"{first}{last[0]}", f"{first[0]}{last}", f"{first}_{last}{rng.randint(1, 99)}", f"{first}{rng.randint(70, 99)}"))
+    order_id, order_id2 = _order_ids(rng)
+    amount, amount2 = _amounts(rng)
+    product = rng.choice(T.PRODUCTS_BY_KIND["electronics"] if intent == "technical_support" else T.PRODUCTS)
+    product2 = rng.choice([p for p in T.PRODUCTS if p != product])
+    date, date_on = _date(rng)
+    date2, date2_on = _date(rng)
+    agent = _clean_name(fk.us.first_name())
+    pq = rng.choice([q for q in T.PRODUCT_QUESTIONS if _fits(q[3], product)])
+    issue = rng.choice(T.PRODUCT_ISSUES)
+    app_issue = rng.choice(T.APP_ISSUES)
+    reason = rng.choice([r for r in T.RETURN_REASONS if _fits(r[2], product)])
+    code = str(rng.randint(100, 999))
+    app = rng.choice(T.APPS)
+    values = {
+        "person": f"{first} {last}", "first": first, "mr": f"{title} {last}", "agent": agent,
+        "email": f"{user.lower()}@{rng.choice(_DOMAINS)}", "phone": _phone(rng),
+        "address": _address(rng, fk), "address2": _address(rng, fk),
+        "order_id": order_id, "order_id2": order_id2, "amount": amount, "amount2": amount2,
+        "product": product, "product2": product2, "date": date, "date2": date2,
+        "_on": {"date": date_on, "date2": date2_on},
+        "pq": pq[0], "pq_cap": pq[0][0].upper() + pq[0][1:], "pq_sum": pq[1], "pq_answer": pq[2],
+        "issue": issue[0].replace("{code}", code), "issue_sum": issue[1].replace("{code}", code),
+        "app_issue": app_issue[0].replace("{code}", code).replace("{app}", app),
+        "app_issue_sum": app_issue[1].replace("{code}", code).replace("{app}", app),
+        "app_issue_cap": "", "app": app, "code": code,
+        "reason": reason[0], "reason_cap": reason[0][0].upper() + reason[0][1:], "reason_sum": reason[1],
+    }
+    values["app_issue_cap"] = values["app_issue"][:1].upper() + values["app_issue"][1:]
+    if intent == "other":  # fillers of out-of-scope messages only (Faker calls are the slow part)
+        values |= {
+            "city": fk.us.city(), "country": fk.us.country(), "domain": f"{last.lower()}-deals.biz",
+            "org": fk.us.company(), "nationality": rng.choice(("Italian", "Mexican", "Thai", "Greek", "Korean")),
+            "job": fk.us.job(), "weekday": rng.choice(_DAYS), "year": str(rng.randint(1960, 2024)),
+            "age": str(rng.randint(18, 90)), "street": fk.us.street_name(), "url": f"https://{last.lower()}.example.org/p/{code}",
+        }
+    return values
+
+
+# --------------------------------------------------------------------------- building text
+
+_SLOT = re.compile(r"\{(\w+)\}")
+_NO_ON_BEFORE = re.compile(r"(?:\b(?:on|since|until|by|from|before|after|at)|[(:\-\n]|^)\s*$", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z']+")
+
+
+@dataclass
+class _Builder:
+    """Appends literal text and entity slots, recording exact spans and the slots used."""
+
+    values: dict[str, Any]
+    rng: random.Random | None = None
+    lowercase: bool = False
+    typo_rate: float = 0.0
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    used: dict[str, str] = field(default_factory=dict)
+    secondary_used: dict[str, str] = field(default_factory=dict)
+    typos: int = 0
+
+    def _style(self, s: str) -> str:
+        if self.lowercase:
+            s = s.lower()
+        if self.typo_rate and self.rng is not None:
+            s = _WORD.sub(self._typo, s)
+        return s
+
+    def _typo(self, m: re.Match[str]) -> str:
+        assert self.rng is not None
+        w = m.group(0)
+        low = w.lower()
+        if low in T.TYPO_WORDS and self.rng.random() < self.typo_rate * 3:
+            self.typos += 1
+            rep = T.TYPO_WORDS[low]
+            return rep.capitalize() if w[0].isupper() else rep
+        if len(w) >= 5 and "'" not in w and self.rng.random() < self.typo_rate:
+            self.typos += 1
+            i = self.rng.randrange(1, len(w) - 2)
+            op = self.rng.randrange(3)
+            if op == 0:
+                return w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+            if op == 1:
+                return w[:i] + w[i + 1 :]
+            return w[:i] + w[i] + w[i:]
+        return w
+
+    def text(self, s: str, *, style: bool = True) -> None:
+        if not s:
+            return
+        s = self._style(s) if style else s
+        self.parts.append(s)
+        self.length += len(s)
+
+    def entity(self, slot: str, etype: str, used: dict[str, str]) -> None:
+        value = str(self.values[slot])
+        if slot in ("date", "date2") and self.values["_on"][slot]:
+            if not _NO_ON_BEFORE.search("".join(self.parts[-2:])):
+                self.text("on ")
+        self.entities.append({"type": etype, "text": value, "start": self.length, "end": self.length + len(value)})
+        used.setdefault(slot, value)
+        self.parts.append(value)
+        self.length += len(value)
+
+    def template(self, tmpl: str, *, secondary: bool = False) -> None:
+        """Render ``tmpl``; slots of a secondary ask are recorded in ``secondary_used``, not ``used``."""
+        used = self.secondary_used if secondary else self.used
+        pos = 0
+        for m in _SLOT.finditer(tmpl):
+            self.text(tmpl[pos : m.start()])
+            slot = m.group(1)
+            if slot in T.ENTITY_SLOTS:
+                self.entity(slot, T.ENTITY_SLOTS[slot], used)
+            elif slot in self.values:
+                used.setdefault(slot, str(self.values[slot]))
+                self.text(str(self.values[slot]), style=slot in ("pq", "pq_cap", "reason", "reason_cap", "issue", "app_issue", "app_issue_cap"))
+            else:
+                raise RuntimeFailure(f"sample template slot `{slot}` has no value in template {tmpl!r}")
+            pos = m.end()
+        self.text(tmpl[pos:])
+
+    def result(self) -> str:
+        return "".join(self.parts)
+
+
+def _render(tmpl: str, values: dict[str, Any]) -> str:
+    b = _Builder(values)
+    b.template(tmpl)
+    return b.result()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass
+class Message:
+    """One generated customer message with its gold annotations."""
+
+    text: str
+    intent: str
+    entities: list[dict[str, Any]]
+    secondary: str | None
+    styles: tuple[str, ...]
+    template: str
+    values: dict[str, Any]
+    used: dict[str, str]
+    gist: str | None
+    secondary_gist: str | None
+    secondary_reply: str | None
+
+    @property
+    def summary(self) -> str:
+        """A short neutral third-person summary naming the main ask and its key details."""
+        return _summary(self)
+
+    @property
+    def reply(self) -> str:
+        """A polite agent reply that answers the main ask with the customer's own details."""
+        return _reply(self, self.intent)
+
+
+_CONCRETE = tuple(i for i in INTENTS if i not in ("complaint", "other"))
+
+
+def _standalone(tmpl: str) -> str:
+    """A secondary ask said first: drop its leading "Also"/"And"."""
+    out = re.sub(r"^(?:Also,? |And )", "", tmpl).replace("I also ", "I ", 1)
+    return out[:1].upper() + out[1:]
+
+
+def _lower_first(tmpl: str) -> str:
+    if tmpl.startswith(("I ", "I'", "{")) or len(tmpl) < 2:
+        return tmpl
+    return tmpl[0].lower() + tmpl[1:]
+
+
+def _compose(
+    rng: random.Random,
+    fk: _Faker,
+    intent: str,
+    pool: dict[str, list[tuple[str, str | None]]],
+    *,
+    entity_rich: bool = False,
+    mode: str | None = None,
+    multi_rate: float = 0.25,
+) -> Message:
+    values = _values(rng, fk, intent)
+    idx = rng.randrange(len(pool[intent]))
+    ask, gist = pool[intent][idx]
+    secondary = sec_t = sec_gist = sec_reply = None
+    if intent in _CONCRETE and rng.random() < multi_rate:
+        secondary = rng.choice([i for i in _CONCRETE if i != intent])
+        sec_t, sec_gist, sec_reply = rng.choice(T.SECONDARY[secondary])
+    if mode is None:
+        mode = "chat" if intent == "other" and rng.random() < 0.85 else rng.choices(("chat", "email", "form"), weights=(5, 4, 1))[0]
+    if mode == "form" and intent == "other":
+        mode = "email"
+    styles: list[str] = [mode]
+    lowercase = mode == "chat" and rng.random() < 0.25
+    typo = rng.random() < (0.3 if mode == "chat" else 0.12) and "unrelated to customer" not in (gist or "")
+    if lowercase:
+        styles.append("lowercase")
+    if typo:
+        styles.append("typos")
+    if secondary:
+        styles.append("multi_ask")
+    b = _Builder(values, rng, lowercase=lowercase, typo_rate=0.06 if typo else 0.0)
+    detail_p = 0.6 if entity_rich else 0.2
+    contact_p = 0.6 if entity_rich else 0.25
+
+    def asks(sep: str) -> None:
+        if secondary and sec_t and rng.random() < 0.3:
+            marker = rng.choice(T.SECONDARY_MARKERS)
+            first = _standalone(sec_t)
+            b.template(marker + (_lower_first(first) if marker.endswith(", ") else first), secondary=True)
+            b.text(sep)
+            b.template(rng.choice(T.MAIN_MARKERS) + _lower_first(ask))
+            styles.append("main_marked")
+        else:
+            b.template(ask)
+            if secondary and sec_t:
+                if not b.result().rstrip().endswith((".", "?", "!")):
+                    b.text(".")
+                b.text(sep)
+                b.template(sec_t, secondary=True)
+
+    def extras(sep: str, n_max: int) -> None:
+        if intent == "other":
+            return
+        if rng.random() < detail_p:
+            lines = [d for d in T.DETAIL_LINES if not (intent == "change_shipping_address" and "{address}" in d)]
+            for d in rng.sample(lines, rng.randint(1, n_max)):
+                b.text(sep)
+                b.template(d)
+        if rng.random() < contact_p:
+            b.text(sep)
+            b.template(rng.choice(T.CONTACT_LINES))
+
+    if mode == "chat":
+        if rng.random() < 0.4:
+            b.template(rng.choice(T.GREETINGS))
+            b.text(" ")
+        asks(" ")
+        extras(" ", 2)
+        if intent != "other" and rng.random() < 0.3:
+            b.text(" ")
+            b.template(rng.choice(T.CLOSINGS))
+    elif mode == "email":
+        b.template(rng.choice(T.GREETINGS))
+        b.text("\n\n")
+        if rng.random() < 0.6:
+            b.template(rng.choice(T.OPENERS))
+            b.text(" ")
+        asks(" " if rng.random() < 0.6 else "\n\n")
+        extras(" ", 3)
+        if intent in _CONCRETE and rng.random() < 0.25:
+            b.text(" ")
+            b.template(rng.choice(T.COMPLAINT_REMARKS))
+        b.text("\n\n")
+        b.template(rng.choice(T.CLOSINGS))
+        b.text("\n\n")
+        b.template(rng.choice(T.SIGNATURES))
+    else:  # form
+        b.template("Name: {person}\nEmail: {email}\n")
+        if rng.random() < 0.6:
+            b.template("Order number: {order_id}\n")
+        if rng.random() < 0.4:
+            b.template("Phone: {phone}\n")
+        b.text("Message: ")
+        asks(" ")
+        extras(" ", 1)
+    text = b.result()
+    if typo and b.typos == 0:  # the typo style must show: misspell the first long literal word
+        return _compose(rng, fk, intent, pool, entity_rich=entity_rich, mode=mode, multi_rate=multi_rate)
+    return Message(
+        text=text,
+        intent=intent,
+        entities=b.entities,
+        secondary=secondary,
+        styles=tuple(dict.fromkeys(styles)),
+        template=f"{intent}:{ask}",
+        values=values,
+        used=b.used,
+        gist=gist,
+        secondary_gist=sec_gist,
+        secondary_reply=sec_reply,
+    )
+
+
+def generate_messages(
+    n: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    stream: str = "intent",
+    templates: SampleTemplates | None = None,
+    entity_rich: bool = False,
+    seen: set[str] | None = None,
+) -> list[Message]:
+    """``n`` distinct messages, intents balanced (round robin in a seeded order), from the ask
+    templates allowed in ``split``. ``seen`` (texts already used, e.g. by other splits) is updated."""
+    templates = templates or load_templates(seed)
+    pool = templates.pool(split)
+    rng = random.Random(f"{seed}:{stream}:{split}")
+    fk = _Faker(rng.getrandbits(32))
+    seen = set() if seen is None else seen
+    order = list(INTENTS)
+    out: list[Message] = []
+    while len(out) < n:
+        if len(out) % len(order) == 0:
+            rng.shuffle(order)
+        intent = order[len(out) % len(order)]
+        for _ in range(200):
+            msg = _compose(rng, fk, intent, pool, entity_rich=entity_rich)
+            key = msg.text.strip()
+            if key not in seen:
+                break
+        else:
+            raise RuntimeFailure(f"could not compose a new distinct `{intent}` message for `{stream}/{split}` after 200 tries")
+        seen.add(key)
+        out.append(msg)
+    return out
+
+
+# --------------------------------------------------------------------------- summaries and replies
+
+
+def _subject(msg: Message) -> str:
+    for slot in ("person", "mr"):
+        if slot in msg.used:
+            return msg.used[slot]
+    if "first" in msg.used:
+        return msg.used["first"]
+    return "The customer"
+
+
+def _order_ref(used: dict[str, str], *, product: bool = True) -> str:
+    if "order_id" in used:
+        return "order {order_id}" + (" ({product})" if product and "product" in used else "")
+    if "product" in used:
+        return "the {product} order"
+    return "their order"
+
+
+def _default_gist(msg: Message) -> str:
+    u = msg.used
+    o = _order_ref(u)
+    if msg.intent == "order_status":
+        return f"asks for the delivery status of {o}" + (", ordered {date}" if "date" in u else "") + (", needed by {date2}" if "date2" in u else "")
+    if msg.intent == "cancel_order":
+        return f"asks to cancel {o}" + (" (charged {amount})" if "amount" in u else "")
+    if msg.intent == "refund_request":
+        amt = " of the remaining money ({amount2} of {amount} refunded)" if "amount2" in u else (" of {amount}" if "amount" in u else "")
+        return f"asks for a refund{amt} for {o}" + (", returned {date}" if "date" in u else "")
+    if msg.intent == "return_item":
+        verb = "wants to exchange" if re.search(r"exchange|swap|different size|replacement", msg.template) else "wants to return"
+        thing = "the {product}" + (" from order {order_id}" if "order_id" in u else "") if "product" in u else ("order {order_id}" if "order_id" in u else "an item")
+        return f"{verb} {thing}" + (" because {reason_sum}" if "reason" in u or "reason_cap" in u else "")
+    if msg.intent == "change_shipping_address":
+        return f"asks to change the delivery address of {o}" + (" to {address}" if "address" in u else "") + (" (instead of {address2})" if "address2" in u else "")
+    if msg.intent == "product_question":
+        return "asks about the {product}: {pq_sum}" if "product" in u else "asks {pq_sum}"
+    if msg.intent == "technical_support":
+        if "issue" in u:
+            return "reports that their {product} {issue_sum} and asks for help"
+        return "reports that {app_issue_sum} and asks for help"
+    return "sends a message"
+
+
+def _summary(msg: Message) -> str:
+    subject = _subject(msg)
+    gist = msg.gist or _default_gist(msg)
+    text = f"{subject} {_render(gist, msg.values)}."
+    if msg.intent == "other":
+        text = text[:-1] + "; there is no customer-service request."
+    if msg.secondary_gist:
+        short = msg.values["first"] if ("person" in msg.used or "first" in msg.used) else subject
+        text += f" {short} {_render(msg.secondary_gist, msg.values)}."
+    return text
+
+
+def _greeting(msg: Message) -> str:
+    u = msg.used
+    if "first" in u or "person" in u:
+        return "Hi {first},"
+    if "mr" in u:
+        return "Dear {mr},"
+    return "Hello,"
+
+
+def _body(msg: Message, intent: str, v: int) -> str:
+    u = msg.used
+    o = "order {order_id}" if "order_id" in u else ("your {product} order" if "product" in u else "your order")
+    amt = " of {amount}" if "amount" in u else ""
+    g = msg.gist or ""
+    if intent == "order_status":
+        return (
+            f"I've checked {o}: it has left our warehouse and is with the courier now. It should reach you within 2-3 business days, and the tracking link is in your shipping confirmation email.",
+            f"Sorry for the wait on {o}. The parcel is in transit and the latest tracking scan shows it on schedule, so you should have it within 3 business days. If it hasn't arrived by then, reply here and we'll open an investigation with the courier.",
+        )[v % 2]
+    if intent == "cancel_order":
+        refund = "The charge{amt} will go back to your original payment method within 3-5 business days." if amt else "Any payment taken will go back to your original payment method within 3-5 business days."
+        return (
+            f"I've cancelled {o} as requested, so nothing will be shipped. {refund.replace('{amt}', amt)}",
+            f"Done: {o} is cancelled before dispatch. {refund.replace('{amt}', amt)} You'll also get a confirmation email.",
+        )[v % 2]
+    if intent == "refund_request":
+        amount = " of {amount2}" if "amount2" in u else amt
+        thing = o if "order_id" in u else ("the {product}" if "product" in u else "your purchase")
+        return (
+            f"I've issued a refund{amount} for {thing}. It goes back to your original payment method and usually shows up within 5-7 business days.",
+            f"Thanks for your patience. The refund{amount} for {thing} is approved and on its way to your original payment method; please allow 5-7 business days for your bank to show it.",
+        )[v % 2]
+    if intent == "return_item":
+        thing = "the {product}" if "product" in u else ("the item from order {order_id}" if "order_id" in u else "the item")
+        to = " to {email}" if "email" in u else ""
+        exchange = bool(re.search(r"exchange|swap|different size|replacement", msg.template))
+        after = "Once it reaches us we'll send you the replacement." if exchange else "Once it reaches us we'll process your refund."
+        return f"Of course, you can {'exchange' if exchange else 'return'} {thing}. I've emailed a prepaid return label{to}: pack the item, attach the label and drop it at any post office within 30 days. {after}"
+    if intent == "change_shipping_address":
+        if "address" in u:
+            return f"I've updated the delivery address for {o} to {{address}}. The courier has the new address, so your parcel will go there."
+        return f"Please reply with the full new address and I'll update {o} right away."
+    if intent == "billing_issue":
+        if "invoice" in g or "invoice" in msg.template.lower():
+            return f"I've sent the invoice for {o if 'order_id' in u else 'your purchase'} to {'{email}' if 'email' in u else 'the email address on your account'}."
+        if "declined" in g or "fail" in g:
+            return "I've checked your payment: no charge went through, and any pending authorisation will be released by your bank within a few days. Please try again, or use another card or PayPal."
+        if "amount2" in u:
+            return f"You're right, you should have paid {{amount2}}, not {{amount}}. I've refunded the difference to your original payment method; it will show within 3-5 business days."
+        if "twice" in g or "double" in g or "duplicate" in g or "two payments" in g:
+            return f"I can see the duplicate charge{amt}{' on ' + o if 'order_id' in u else ''} and I've refunded the extra payment. It will show on your statement within 3-5 business days."
+        return f"I've looked into the charge{amt}{' from {date}' if 'date' in u else ''} and corrected it; the money goes back to your original payment method within 3-5 business days."
+    if intent == "account_access":
+        to = "{email}" if "email" in u else "the email address on your account"
+        if "two-factor" in g or "2FA" in msg.template or "verification code" in g:
+            return f"I've reset two-factor authentication on your account{' (the number {phone} is removed)' if 'phone' in u else ''}. You can now log in with your password and set up a new device."
+        if "locked" in g or "suspended" in g or "unlock" in g:
+            return f"I've unlocked your account. For safety, I've also sent a password reset link to {to}; it is valid for one hour."
+        if "hacked" in g:
+            return f"I've secured your account and signed out all sessions. Please use the password reset link I've sent to {to} to choose a new password."
+        return f"I've sent a new password reset link to {to}; it is valid for one hour. If it doesn't arrive within a few minutes, please check your spam folder."
+    if intent == "product_question":
+        return ("Good question about the {product}: {pq_answer}." if "product" in u else "Good question: {pq_answer}.") + " Let me know if you'd like anything else about it."
+    if intent == "technical_support":
+        if "issue" in u:
+            return "Sorry your {product} {issue_sum}. Please unplug it for 30 seconds, hold the reset button for 10 seconds and set it up again. If that doesn't fix it, reply with " + ("order {order_id}" if "order_id" in u else "your order number") + " and we'll arrange a repair or replacement under warranty."
+        return "Sorry about the trouble: {app_issue_sum}. Please update to the latest version, clear your browser cache or the app's data and try again. Our technical team is looking into it, and I'll follow up if that doesn't solve it."
+    if intent == "complaint":
+        about = "about {agent}" if "{agent}" in g else ""
+        return (
+            f"I'm truly sorry about your experience{' with ' + o if 'order_id' in u else ''}. That's not the standard we aim for, and I've passed your feedback{(' ' + about) if about else ''} to the team lead so it gets addressed. Thank you for telling us.",
+            f"Thank you for your honest feedback, and I'm sorry we let you down. I've shared your feedback{(' ' + about) if about else ''} with the responsible team, and we'll use it to improve.",
+        )[v % 2]
+    return "I'm the customer-service assistant for our shop: I can help with orders, deliveries, returns, refunds, billing and your account. Is there anything like that I can help you with today?"
+
+
+def _reply(msg: Message, intent: str, *, variant: int | None = None) -> str:
+    v = variant if variant is not None else len(msg.text)
+    parts = [_greeting(msg), "", ("Thanks for reaching out. ", "Thank you for your message. ", "Thanks for getting in touch. ")[v % 3] + _body(msg, intent, v)]
+    if msg.secondary_reply and intent == msg.intent:
+        parts[-1] += " " + msg.secondary_reply
+    parts += ["", ("Best regards,\nCustomer Support", "Kind regards,\nThe Support Team", "All the best,\nCustomer Care")[v % 3]]
+    return _render("\n".join(parts), msg.values)
+
+
+_RUDE = (
+    "Read the FAQ before writing to us. We can't do anything about {ref}.",
+    "Not our problem. Contact the courier yourself.",
+    "We get hundreds of these messages. Your request will be handled when we get to it.",
+    "Seriously? This is all explained on our website. Please don't waste our time.",
+    "Calm down. Nothing is wrong with {ref}, you just need to wait like everyone else.",
+)
+_OVERPROMISE = (
+    " As an apology, I've also upgraded you to free express shipping for a year and added a $100 credit to your account.",
+    " I've also cancelled your other open orders so this can't happen again.",
+    " We'll also send you a second {product} for free today, no need to return anything.",
+    " I've also closed your account and deleted your order history to keep things simple.",
+    " I've also subscribed you to our premium membership at no cost for the first month.",
+)
+REJECTION_KINDS: tuple[str, ...] = ("off_topic", "rude", "wrong_details", "overpromise", "leak")
+
+
+def _rejected(msg: Message, chosen: str, kind: str, rng: random.Random, fk: _Faker) -> tuple[str, str]:
+    """A worse reply of the given kind (falls back to another kind when it cannot apply)."""
+    u = msg.used
+    if kind == "wrong_details":
+        if "order_id" in u and u["order_id"] in chosen:
+            other, _ = _order_ids(rng)
+            while other == u["order_id"]:
+                other, _ = _order_ids(rng)
+            return chosen.replace(u["order_id"], other), kind
+        for slot in ("amount", "amount2", "address"):
+            if slot in u and u[slot] in chosen:
+                wrong = _amounts(rng)[0] if slot != "address" else _address(rng, fk)
+                if wrong != u[slot]:
+                    return chosen.replace(u[slot], wrong), kind
+        kind = "leak"
+    if kind == "off_topic":
+        wrong_intent = rng.choice([i for i in INTENTS if i not in (msg.intent, "other")])
+        return _reply(msg, wrong_intent, variant=rng.randrange(6)), kind
+    if kind == "rude":
+        ref = _render(_order_ref(u, product=False).replace("their", "your"), msg.values)
+        return rng.choice(_RUDE).replace("{ref}", ref), kind
+    if kind == "overpromise":
+        return chosen.rstrip().rsplit("\n\n", 1)[0] + _render(rng.choice(_OVERPROMISE), msg.values) + "\n\n" + chosen.rsplit("\n\n", 1)[-1], kind
+    other = _values(rng, fk, msg.intent)
+    leak = rng.choice(
+        (
+            f" For reference, {other['person']} ({other['email']}) had the same problem with order {other['order_id']} last week.",
+            f" I've also copied {other['person']} at {other['address']} on this, since their order {other['order_id']} is in the same parcel.",
+            f" By the way, the previous customer with this issue, {other['person']}, can be reached on {other['phone']} if you want to compare notes.",
+        )
+    )
+    head, _, tail = chosen.rstrip().rpartition("\n\n")
+    return head + leak + "\n\n" + tail, "leak"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _dump(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _stage_input(msg: Message) -> dict[str, Any]:
+    return {
+        "text": msg.text,
+        "intent": {"label": msg.intent},
+        "entities": {"entities": [dict(e) for e in msg.entities]},
+        "summary": {"text": msg.summary},
+    }
+
+
+def _style_counts(msgs: Sequence[Message]) -> dict[str, int]:
+    c: Counter[str] = Counter(s for m in msgs for s in m.styles)
+    return dict(sorted(c.items()))
+
+
+_Row = Callable[[Message, random.Random, _Faker], dict[str, Any]]
+
+
+def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | None = None) -> dict[str, Any]:
+    """Write the sample data set to ``out_dir`` (see the module doc) and return the manifest."""
+    sizes = sizes or SampleSizes()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    templates = load_templates(seed)
+    manifest: dict[str, Any] = {
+        "generator": "loragraph.training.sample",
+        "format_version": 1,
+        "seed": seed,
+        "sizes": sizes.model_dump(),
+        "intents": list(INTENTS),
+        "entity_types": list(ENTITY_TYPES),
+        "held_out_templates": {i: len(templates.test[i]) for i in INTENTS},
+        "train_templates": {i: len(templates.train[i]) for i in INTENTS},
+        "note": "test messages use held-out ask templates; no text appears in two splits of a data set",
+        "datasets": {},
+    }
+    rejected_counter: Counter[str] = Counter()
+
+    def classify_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
+        return {"text": m.text, "label": m.intent}
+
+    def tag_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
+        return {"text": m.text, "entities": [{"type": e["type"], "start": e["start"], "end": e["end"], "text": e["text"]} for e in m.entities]}
+
+    def summary_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
+        return {"input": {"text": m.text}, "target": m.summary}
+
+    def reply_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
+        return {"input": _stage_input(m), "target": m.reply}
+
+    def pair_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
+        chosen = m.reply
+        kind = REJECTION_KINDS[(rng.randrange(len(REJECTION_KINDS)))]
+        rejected, kind = _rejected(m, chosen, kind, rng, fk)
+        rejected_counter[kind] += 1
+        return {"input": _stage_input(m), "chosen": chosen, "rejected": rejected}
+
+    jobs: list[tuple[str, int, str, bool, _Row]] = [
+        ("intent", sizes.intent, "classify", False, classify_row),
+        ("entities", sizes.entities, "tag", True, tag_row),
+        ("summary", sizes.summary, "generate", False, summary_row),
+        ("reply", sizes.reply, "generate", False, reply_row),
+        ("reply_pairs", sizes.reply_pairs, "pairs", False, pair_row),
+    ]
+    for name, train_n, kind, rich, row in jobs:
+        if train_n <= 0:
+            continue
+        seen: set[str] = set()
+        info: dict[str, Any] = {"kind": kind, "splits": {}}
+        for split, n in sizes.split_sizes(train_n).items():
+            msgs = generate_messages(n, seed=seed, split=split, stream=name, templates=templates, entity_rich=rich, seen=seen)
+            rng = random.Random(f"{seed}:{name}:{split}:rows")
+            fk = _Faker(rng.getrandbits(32))
+            rows = [row(m, rng, fk) for m in msgs]
+            _dump(out / name / f"{split}.jsonl", rows)
+            entry: dict[str, Any] = {
+                "count": len(rows),
+                "labels": dict(sorted(Counter(m.intent for m in msgs).items())),
+                "styles": _style_counts(msgs),
+            }
+            if kind == "tag":
+                entry["entity_types"] = dict(sorted(Counter(e["type"] for m in msgs for e in m.entities).items()))
+            info["splits"][split] = entry
+        manifest["datasets"][name] = info
+    if rejected_counter:
+        manifest["datasets"]["reply_pairs"]["rejected_kinds"] = dict(sorted(rejected_counter.items()))
+
+    if sizes.documents > 0:
+        docs = _documents(sizes.documents, seed, templates)
+        _dump(out / "documents.jsonl", [{"id": f"doc-{i + 1:03d}", "text": m.text} for i, m in enumerate(docs)])
+        manifest["documents"] = {"count": len(docs), "labels": dict(sorted(Counter(m.intent for m in docs).items())), "styles": _style_counts(docs)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _documents(n: int, seed: int, templates: SampleTemplates) -> list[Message]:
+    """Documents to run a pipeline on: long multi-ask emails, short chats, forms and out-of-scope messages."""
+    rng = random.Random(f"{seed}:documents")
+    fk = _Faker(rng.getrandbits(32))
+    pool = {i: templates.train[i] + templates.test[i] for i in INTENTS}
+    out: list[Message] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        k = len(out)
+        intent = INTENTS[k % len(INTENTS)]
+        if k % 6 == 5:
+            intent = "other"
+        mode = ("email", "chat", "email", "chat", "form", "chat")[k % 6]
+        multi = 1.0 if mode == "email" and k % 3 == 0 else 0.25
+        msg = _compose(rng, fk, intent, pool, entity_rich=mode == "email", mode=mode, multi_rate=multi)
+        if msg.text not in seen:
+            seen.add(msg.text)
+            out.append(msg)
+    return out

@@ -1,0 +1,273 @@
+"""Trainers on the tiny base: adapters change, the base does not; resume; early stopping; isolation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from loragraph.adapters.base import BaseSpec, load_base
+from loragraph.adapters.registry import Registry
+from loragraph.errors import ConfigError, DataError
+from loragraph.training.config import TrainConfig
+from loragraph.training.train import EpochReport, train
+
+PRODUCTS = ["blue kettle", "AeroPress Go", "Model X200 router", "red shoes", "desk lamp", "phone case"]
+PROMPT = "Summarise the message.\n{{ text }}"
+
+
+def _classify_row(rng: random.Random, i: int) -> dict[str, Any]:
+    label = rng.choice(["refund_request", "order_status"])
+    product = rng.choice(PRODUCTS)
+    text = (
+        f"I want a refund for the {product}, ticket {i}"
+        if label == "refund_request"
+        else f"Where is my order #A-{10000 + i}? It has the {product}."
+    )
+    return {"text": text, "label": label}
+
+
+def _tag_row(rng: random.Random, i: int) -> dict[str, Any]:
+    product, order = rng.choice(PRODUCTS), f"#A-{10000 + i}"
+    text = f"My {product} from order {order} broke"
+    return {
+        "text": text,
+        "entities": [
+            {"type": "PRODUCT", "start": 3, "end": 3 + len(product)},
+            {"type": "ORDER_ID", "start": text.index(order), "end": text.index(order) + len(order)},
+        ],
+    }
+
+
+def _generate_row(rng: random.Random, i: int) -> dict[str, Any]:
+    product = rng.choice(PRODUCTS)
+    return {"input": {"text": f"My {product} broke, case {i}."}, "target": f"Broken {product}."}
+
+
+ROWS = {"classify": _classify_row, "tag": _tag_row, "generate": _generate_row}
+
+
+def write_data(folder: Path, kind: str, *, n_train: int = 24, n_eval: int = 8, seed: int = 0) -> dict[str, Path]:
+    """Write train/validation/test JSONL of ``kind`` with distinct texts; returns the paths."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    offset = 0
+    for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
+        rows = [ROWS[kind](rng, offset + i) for i in range(n)]
+        offset += n
+        paths[split] = folder / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths
+
+
+def make_config(tmp_path: Path, tiny_base_path: Path, kind: str, name: str | None = None, **overrides: Any) -> TrainConfig:
+    paths = write_data(tmp_path / "data" / (name or kind), kind)
+    fields: dict[str, Any] = {
+        "adapter": name or f"x{kind}",
+        "kind": kind,
+        "data": paths,
+        "base": {"name": str(tiny_base_path), "quantization": "fp32"},
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 5e-3,
+        "max_length": 64,
+        "output_dir": tmp_path / "runs" / (name or kind),
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    if kind == "generate":
+        fields.update(prompt=PROMPT, system="Be brief.", max_new_tokens=6)
+    fields.update(overrides)
+    return TrainConfig.model_validate(fields)
+
+
+def _base_snapshot(base: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in base.model.state_dict().items()}
+
+
+def _lora_b_norm(version: Any) -> float:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(version.path / "adapter_model.safetensors"))
+    b = [v for k, v in tensors.items() if "lora_B" in k]
+    assert b, "adapter has no lora_B weights"
+    return float(sum(t.float().norm() for t in b))
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+@pytest.mark.parametrize("kind", ["classify", "tag", "generate"])
+def test_training_changes_the_adapter_not_the_base(tmp_path: Path, tiny_base_path: Path, kind: str) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, kind)
+    base = load_base(cfg.base, trainable=True)
+    before = _base_snapshot(base)
+    registry = Registry(tmp_path / "registry")
+    version = train(cfg, registry=registry, base=base)
+
+    # the base object is as it was: same weights, no LoRA layers left behind
+    after = base.model.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any("lora" in n for n, _ in base.model.named_modules())
+    # LoRA B starts at zero: a non-zero B proves the adapter was trained
+    assert _lora_b_norm(version) > 0
+
+    m = version.manifest
+    assert version.ref == f"x{kind}@v1" and registry.promoted(f"x{kind}").version == 1
+    assert m.kind == kind and m.method == ("sft" if kind == "generate" else kind)
+    assert m.base_name == str(tiny_base_path) and m.base_fingerprint == base.fingerprint
+    assert m.quantization == "fp32"
+    assert m.data_hash == cfg.data_hash()
+    assert m.hyperparameters["lora"]["r"] == 4 and m.hyperparameters["epochs"] == 2
+    assert m.hyperparameters["epochs_trained"] == 2
+    files = set(m.files)
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+    adapter_config = json.loads((version.path / "adapter_config.json").read_text())
+    assert adapter_config["task_type"] == "CAUSAL_LM" and adapter_config["r"] == 4
+    if kind == "classify":
+        assert m.labels == ["order_status", "refund_request"]  # inferred from the data, sorted
+        assert m.head is not None and m.head.labels == m.labels and "head.safetensors" in files
+        assert {"accuracy", "macro_f1", "f1.order_status", "validation_macro_f1"} <= set(m.metrics)
+    elif kind == "tag":
+        assert m.labels == ["ORDER_ID", "PRODUCT"] and m.head is not None and m.head.kind == "tag"
+        assert {"precision", "recall", "f1", "validation_f1"} <= set(m.metrics)
+    else:
+        assert m.prompt == PROMPT and m.system == "Be brief." and m.head is None and m.labels == []
+        assert {"rougeL", "base_rougeL", "validation_loss"} <= set(m.metrics)
+    # a finished run leaves nothing to resume
+    assert not (cfg.run_dir / cfg.run_hash()).exists()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch: int) -> Any:
+    def callback(report: EpochReport) -> None:
+        if report.epoch >= epoch:
+            raise _Interrupt(f"stopped after epoch {report.epoch}")
+
+    return callback
+
+
+def test_classify_resume_continues_from_the_checkpoint_and_matches(tmp_path: Path, tiny_base_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=3, early_stopping_patience=None)
+    registry = Registry(tmp_path / "registry")
+    with pytest.raises(_Interrupt):
+        train(cfg, registry=registry, on_epoch_end=_stop_after(1))
+    run = cfg.run_dir / cfg.run_hash()
+    assert (run / "epoch-1" / "trainer_state.json").is_file()
+    assert registry.names() == []  # nothing published by the interrupted run
+
+    seen: list[int] = []
+    resumed = train(cfg, registry=registry, on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [2, 3]  # continued after the checkpoint epoch
+    assert resumed.manifest.hyperparameters["resumed_from_epoch"] == 1
+    assert resumed.manifest.hyperparameters["epochs_trained"] == 3
+
+    # the same config without interruption ends with the same weights
+    straight = train(cfg.model_copy(update={"output_dir": tmp_path / "runs2"}), registry=registry, resume=False)
+    a = load_file(str(resumed.path / "adapter_model.safetensors"))
+    b = load_file(str(straight.path / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert torch.allclose(load_file(str(resumed.path / "head.safetensors"))["linear.weight"],
+                          load_file(str(straight.path / "head.safetensors"))["linear.weight"], atol=1e-6)
+
+
+def test_no_resume_starts_over(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "tag", epochs=2, early_stopping_patience=None)
+    with pytest.raises(_Interrupt):
+        train(cfg, registry=Registry(tmp_path / "r"), on_epoch_end=_stop_after(1))
+    seen: list[int] = []
+    version = train(cfg, registry=Registry(tmp_path / "r"), resume=False, on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [1, 2]
+    assert version.manifest.hyperparameters["resumed_from_epoch"] == 0
+
+
+def test_generate_resume_uses_the_trainer_checkpoint(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "generate", epochs=2, early_stopping_patience=None)
+    registry = Registry(tmp_path / "registry")
+    with pytest.raises(_Interrupt):
+        train(cfg, registry=registry, on_epoch_end=_stop_after(1))
+    checkpoints = list((cfg.run_dir / cfg.run_hash() / "trainer").glob("checkpoint-*"))
+    assert len(checkpoints) == 1
+    seen: list[int] = []
+    version = train(cfg, registry=registry, on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [2]
+    assert version.manifest.hyperparameters["resumed_from_epoch"] == 1
+
+
+def test_early_stopping(tmp_path: Path, tiny_base_path: Path) -> None:
+    # a learning rate this small cannot change the validation metric: no epoch improves on the first
+    cfg = make_config(
+        tmp_path, tiny_base_path, "classify", epochs=6, early_stopping_patience=2, learning_rate=1e-12, head_learning_rate=1e-12
+    )
+    seen: list[EpochReport] = []
+    version = train(cfg, registry=Registry(tmp_path / "r"), on_epoch_end=seen.append)
+    assert [r.epoch for r in seen] == [1, 2, 3]
+    assert [r.improved for r in seen] == [True, False, False]
+    h = version.manifest.hyperparameters
+    assert h["stopped_early"] is True and h["epochs_trained"] == 3
+    assert version.manifest.metrics["best_epoch"] == 1.0
+
+
+def test_generate_early_stopping(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "generate", epochs=5, early_stopping_patience=1, learning_rate=1.0)
+    version = train(cfg, registry=Registry(tmp_path / "r"))
+    h = version.manifest.hyperparameters
+    # lr 1.0 diverges: the validation loss gets worse after the first epoch and training stops
+    assert h["stopped_early"] is True and h["epochs_trained"] < 5
+
+
+def test_retraining_one_adapter_leaves_every_other_byte_identical(tmp_path: Path, tiny_base_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    intent = make_config(tmp_path, tiny_base_path, "classify", name="intent", epochs=1)
+    entities = make_config(tmp_path, tiny_base_path, "tag", name="entities", epochs=1)
+    summary = make_config(tmp_path, tiny_base_path, "generate", name="summary", epochs=1)
+    for cfg in (intent, entities, summary):
+        train(cfg, registry=registry)
+    before = _checksums(registry.root)
+
+    v2 = train(entities.model_copy(update={"learning_rate": 1e-3}), registry=registry)
+    assert v2.ref == "entities@v2"
+    after = _checksums(registry.root)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and all(k.startswith("entities/v2/") or k == "entities/state.json" for k in changed)
+    for name in ("intent", "summary"):
+        assert {k: v for k, v in after.items() if k.startswith(name)} == {k: v for k, v in before.items() if k.startswith(name)}
+    assert all(after[k] == v for k, v in before.items() if k.startswith("entities/v1/"))
+
+
+def test_bad_data_line_is_named(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "classify")
+    with open(cfg.data.train, "a") as fh:
+        fh.write('{"text": "no label here"}\n')
+    with pytest.raises(DataError) as info:
+        train(cfg, registry=Registry(tmp_path / "r"))
+    assert info.value.where == "train.jsonl:25"
+
+
+def test_unknown_target_module_is_a_config_error(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "classify", lora={"target_modules": ["qkv"]})
+    with pytest.raises(ConfigError, match="`lora.target_modules`"):
+        train(cfg, registry=Registry(tmp_path / "r"))
+
+
+def test_base_quantization_must_match(tmp_path: Path, tiny_base_path: Path) -> None:
+    cfg = make_config(tmp_path, tiny_base_path, "classify")
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
+    with pytest.raises(ConfigError, match="`base.quantization`"):
+        train(cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="bf16")}), base=base)
