@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loragraph.errors import LoragraphError, UserError
+from loragraph.errors import LoragraphError, NotFoundError, UserError
 
 __all__ = ["build_parser", "main"]
 
@@ -356,16 +356,18 @@ def _add_adapters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _build_routers(args: argparse.Namespace) -> dict[str, Any]:
-    from loragraph.adapters.registry import Registry
+    registry: Any = None
+    if not args.echo or args.echo_registry:
+        from loragraph.adapters.registry import Registry
 
-    registry = Registry(args.registry) if args.registry else Registry()
+        registry = Registry(args.registry)
     routers: dict[str, Any] = {}
     for path in args.pipelines:
         if args.echo:
             from loragraph.testing import EchoRouter
 
             router: Any = EchoRouter.from_yaml(
-                path, registry=registry if args.echo_registry else None,
+                path, registry=registry,
                 delay_s=args.echo_delay, fail_stage=args.echo_fail_stage,
             )
         else:
@@ -503,9 +505,113 @@ def _add_guardrails(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=cmd_guardrails_eval)
 
 
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loragraph.router.batch import run_file
+    from loragraph.router.router import Router
+
+    if not Path(args.input).is_file():
+        raise NotFoundError("no such input file", where=args.input)
+    router = Router.from_yaml(args.pipeline)
+    counts = run_file(router, args.input, args.output, batch_size=args.batch_size)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no documents"
+    print(f"{args.output}: {summary}")
+    return 0 if counts.get("error", 0) == 0 else 3
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a pipeline over a JSONL file of documents")
+    p.add_argument("pipeline", help="pipeline YAML file")
+    p.add_argument("--input", "-i", required=True, help='JSONL, one {"id", "text"} per line')
+    p.add_argument("--output", "-o", required=True, help="JSONL of run results (stage outputs + trace)")
+    p.add_argument("--batch-size", type=int, default=8, help="documents walked through the graph together (default 8)")
+    p.set_defaults(handler=cmd_run)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_data_sample(args: argparse.Namespace) -> int:
+    from loragraph.training.sample import generate_sample, parse_sizes
+
+    manifest = generate_sample(args.out, seed=args.seed, sizes=parse_sizes(args.size))
+    if args.json:
+        _print_json(manifest)
+        return 0
+    for name, info in manifest["datasets"].items():
+        counts = ", ".join(f"{split} {s['count']}" for split, s in info["splits"].items())
+        print(f"{name:>12} ({info['kind']}): {counts}")
+    if "documents" in manifest:
+        print(f"{'documents':>12}: {manifest['documents']['count']}")
+    print(f"wrote {args.out} (seed {args.seed}); counts per label and style in manifest.json")
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from loragraph.training.data import check_splits, load_examples
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    loaded = []
+    for i, path in enumerate(args.files):
+        data = load_examples(
+            path,
+            args.kind,
+            labels=labels,
+            skip_invalid=args.skip_invalid,
+            min_per_label=args.min_per_label if i == 0 else 0,
+            allow_duplicates=args.allow_duplicates,
+        )
+        loaded.append(data)
+        found = data.labels()
+        extra = f", {len(found)} label(s): {', '.join(found)}" if found else ""
+        print(f"{path}: {len(data)} valid {args.kind} example(s){extra}; sha256 {data.data_hash[:12]}")
+        for problem in data.skipped:
+            print(f"  skipped {problem}", file=sys.stderr)
+    leaks = check_splits(*loaded[:3], raise_errors=False) if len(loaded) > 1 else []
+    for problem in leaks:
+        print(f"  leakage {problem}", file=sys.stderr)
+    if leaks:
+        return 2
+    return 3 if any(d.skipped for d in loaded) else 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from loragraph.training.data import DEFAULT_MIN_PER_LABEL, KINDS
+
+    data = sub.add_parser("data", help="generate the sample data set and validate training data")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("sample", help="write the reproducible sample customer-service data set")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files (default 0)")
+    p.add_argument(
+        "--size",
+        default="default",
+        help="preset `default` | `small` | `tiny`, then optional key=value overrides, e.g. `small,intent=300` "
+        "(keys: intent, entities, summary, reply, reply_pairs, documents, eval_fraction)",
+    )
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(handler=cmd_data_sample)
+    p = dsub.add_parser(
+        "validate",
+        help="check JSONL training data; every problem names file:line and the field "
+        "(several files = train, validation, test: also checks leakage between them)",
+    )
+    p.add_argument("files", nargs="+", type=Path, help="JSONL file(s): train [validation [test]]")
+    p.add_argument("--kind", required=True, choices=KINDS, help="data kind")
+    p.add_argument("--labels", help="comma-separated allowed labels (classify) or entity types (tag)")
+    p.add_argument("--skip-invalid", action="store_true", help="report broken lines and go on (exit 3) instead of failing")
+    p.add_argument("--min-per-label", type=int, default=DEFAULT_MIN_PER_LABEL, help=f"classify: least examples per label in the first file (default {DEFAULT_MIN_PER_LABEL}; 0 = off)")
+    p.add_argument("--allow-duplicates", action="store_true", help="do not treat repeated examples as errors")
+    p.set_defaults(handler=cmd_data_validate)
+
+
 # --------------------------------------------------------------------------- parser
 
 _GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
+    _add_data,
+    _add_run,
     _add_pipeline,
     _add_base,
     _add_api,

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loragraph.adapters.base import loragraph_home
-
 __all__ = ["ApiSettings"]
 
 
@@ -53,7 +51,11 @@ class ApiSettings(BaseModel):
     @property
     def resolved_db_path(self) -> Path:
         """``db_path`` or ``$LORAGRAPH_HOME/loragraph.db``."""
-        return self.db_path if self.db_path is not None else loragraph_home() / "loragraph.db"
+        if self.db_path is not None:
+            return self.db_path
+        from loragraph.adapters.base import loragraph_home  # imports torch: only when needed
+
+        return loragraph_home() / "loragraph.db"
 
     @classmethod
     def from_env(cls, **overrides: object) -> ApiSettings:

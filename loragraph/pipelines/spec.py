@@ -190,7 +190,10 @@ class Condition(BaseModel):
         return tuple(self.field.split(".")[1:])
 
     def __str__(self) -> str:
-        value = "[" + ", ".join(map(str, self.value)) + "]" if isinstance(self.value, list) else self.value
+        def show(v: Any) -> str:
+            return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+        value = "[" + ", ".join(map(show, self.value)) + "]" if isinstance(self.value, list) else show(self.value)
         symbol = {"eq": "==", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}.get(self.op, self.op.replace("_", " "))
         return f"{self.field} {symbol} {value}"
 

@@ -24,9 +24,19 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from loragraph.errors import DataError, Problem
 
@@ -58,9 +68,13 @@ DEFAULT_MIN_PER_LABEL = 2
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _not_blank(value: str, field: str) -> None:
+def _not_blank(value: str, info: ValidationInfo) -> str:
     if not value.strip():
-        raise ValueError(f"`{field}` must be a non-empty string, got {value!r}")
+        raise ValueError(f"`{info.field_name}` must be a non-empty string, got {value!r}")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_not_blank)]
 
 
 class EntitySpan(BaseModel):
@@ -79,14 +93,8 @@ class ClassifyExample(BaseModel):
 
     model_config = _STRICT
 
-    text: StrictStr = Field(description="the input text")
-    label: StrictStr = Field(description="the class label of the text")
-
-    @model_validator(mode="after")
-    def _check(self) -> ClassifyExample:
-        _not_blank(self.text, "text")
-        _not_blank(self.label, "label")
-        return self
+    text: Text = Field(description="the input text")
+    label: Text = Field(description="the class label of the text")
 
 
 class TagExample(BaseModel):
@@ -94,12 +102,11 @@ class TagExample(BaseModel):
 
     model_config = _STRICT
 
-    text: StrictStr = Field(description="the input text")
+    text: Text = Field(description="the input text")
     entities: list[EntitySpan] = Field(description="entity spans of `text`, may be empty")
 
     @model_validator(mode="after")
     def _check(self) -> TagExample:
-        _not_blank(self.text, "text")
         problems: list[str] = []
         n = len(self.text)
         for i, ent in enumerate(self.entities):
@@ -134,13 +141,12 @@ class GenerateExample(BaseModel):
     model_config = _STRICT
 
     input: dict[str, Any] = Field(description="template context: `text` plus earlier stages' outputs by stage name")
-    target: StrictStr = Field(description="the text the stage should generate")
+    target: Text = Field(description="the text the stage should generate")
 
     @model_validator(mode="after")
     def _check(self) -> GenerateExample:
         if not self.input:
             raise ValueError("`input` must be a non-empty object")
-        _not_blank(self.target, "target")
         return self
 
 
@@ -150,15 +156,13 @@ class PairExample(BaseModel):
     model_config = _STRICT
 
     input: dict[str, Any] = Field(description="template context: `text` plus earlier stages' outputs by stage name")
-    chosen: StrictStr = Field(description="the preferred output")
-    rejected: StrictStr = Field(description="the dispreferred output")
+    chosen: Text = Field(description="the preferred output")
+    rejected: Text = Field(description="the dispreferred output")
 
     @model_validator(mode="after")
     def _check(self) -> PairExample:
         if not self.input:
             raise ValueError("`input` must be a non-empty object")
-        _not_blank(self.chosen, "chosen")
-        _not_blank(self.rejected, "rejected")
         if self.chosen.strip() == self.rejected.strip():
             raise ValueError("`chosen` and `rejected` are identical; a preference pair needs two different outputs")
         return self

@@ -52,7 +52,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from loragraph.adapters.base import BaseSpec, load_base, loragraph_home, make_trainable
+from loragraph.adapters.base import BaseSpec, load_base, loragraph_home
 from loragraph.adapters.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterVersion, Registry
 from loragraph.errors import ConfigError, DataError, IntegrityError, ModelLoadError
 from loragraph.training.config import config_error
@@ -84,7 +84,10 @@ class AlignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     beta: float = Field(
-        0.1, gt=0.0, le=10.0, description="DPO temperature: how far the adapter may move from its reference (the parent)"
+        0.1,
+        gt=0.0,
+        le=10.0,
+        description="DPO temperature: how far the adapter may move from its reference (the parent)",
     )
     learning_rate: float = Field(
         5e-5,
@@ -95,11 +98,17 @@ class AlignConfig(BaseModel):
     )
     epochs: int = Field(1, ge=1, le=100, description="passes over the training pairs")
     max_steps: int | None = Field(
-        None, ge=1, description="stop after this many optimizer steps (caps CPU time); null: `epochs` decide"
+        None,
+        ge=1,
+        description="stop after this many optimizer steps (caps CPU time); null: `epochs` decide",
     )
     batch_size: int = Field(4, ge=1, le=1024, description="pairs per forward pass")
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="forward passes per optimizer step")
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of the optimizer steps spent warming up")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=1024, description="forward passes per optimizer step"
+    )
+    warmup_ratio: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of the optimizer steps spent warming up"
+    )
     max_length: int = Field(
         512,
         ge=16,
@@ -107,7 +116,9 @@ class AlignConfig(BaseModel):
         description="most tokens of prompt + response; longer sequences lose their end (TRL `keep_start`) and pairs "
         "whose prompt alone fills it are dropped",
     )
-    seed: int = Field(0, description="seed of pair sampling, the hold-out split, shuffling and dropout")
+    seed: int = Field(
+        0, description="seed of pair sampling, the hold-out split, shuffling and dropout"
+    )
     max_pairs: int | None = Field(
         None, ge=1, description="train on at most this many pairs (seeded sample); null uses all"
     )
@@ -128,14 +139,18 @@ class AlignConfig(BaseModel):
     )
     test: Path | None = Field(
         None,
-        description="the stage's generate test split (`{\"input\", \"target\"}` JSONL) for ROUGE-L before/after; "
+        description='the stage\'s generate test split (`{"input", "target"}` JSONL) for ROUGE-L before/after; '
         "relative to the YAML file; null skips it",
     )
     max_eval_examples: int | None = Field(
-        32, ge=1, description="decode at most this many test examples (the first ones); null uses all"
+        32,
+        ge=1,
+        description="decode at most this many test examples (the first ones); null uses all",
     )
     max_new_tokens: int = Field(96, ge=1, le=4096, description="tokens decoded per test example")
-    eval_batch_size: int = Field(8, ge=1, le=1024, description="sequences per forward pass when evaluating")
+    eval_batch_size: int = Field(
+        8, ge=1, le=1024, description="sequences per forward pass when evaluating"
+    )
     promote: Literal["never", "if_better"] = Field(
         "never",
         description="`never`: publish without promoting; `if_better`: promote when the promotion gate passes",
@@ -144,10 +159,14 @@ class AlignConfig(BaseModel):
         0.9, ge=0.0, le=1.0, description="gate: `preference_accuracy_after` must reach this"
     )
     max_rouge_l_drop: float = Field(
-        0.02, ge=0.0, le=1.0, description="gate: `rougeL_after` may be at most this much below `rougeL_before`"
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="gate: `rougeL_after` may be at most this much below `rougeL_before`",
     )
     output_dir: Path | None = Field(
-        None, description="where the trainer's scratch files go; default `$LORAGRAPH_HOME/runs/<adapter>-dpo`"
+        None,
+        description="where the trainer's scratch files go; default `$LORAGRAPH_HOME/runs/<adapter>-dpo`",
     )
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -180,11 +199,15 @@ def load_align_config(path: str | Path) -> AlignConfig:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f"{path}:{mark.line + 1}"
-        raise ConfigError(f"is not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from exc
+        raise ConfigError(
+            f"is not valid YAML: {getattr(exc, 'problem', exc)}", where=where
+        ) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"must be a YAML mapping of fields, got {type(raw).__name__}", where=where)
+        raise ConfigError(
+            f"must be a YAML mapping of fields, got {type(raw).__name__}", where=where
+        )
     base_dir = path.resolve().parent
     for key in ("eval_pairs", "test", "output_dir"):
         value = raw.get(key)
@@ -211,13 +234,19 @@ def promotion_gate(metrics: dict[str, float], config: AlignConfig) -> list[str]:
     before = metrics.get("preference_accuracy_before", math.nan)
     after = metrics.get("preference_accuracy_after", math.nan)
     if not after >= config.min_preference_accuracy:
-        reasons.append(f"`preference_accuracy_after` {after:.3f} < `min_preference_accuracy` {config.min_preference_accuracy}")
+        reasons.append(
+            f"`preference_accuracy_after` {after:.3f} < `min_preference_accuracy` {config.min_preference_accuracy}"
+        )
     if not after > before:
-        reasons.append(f"`preference_accuracy_after` {after:.3f} is not above `preference_accuracy_before` {before:.3f}")
+        reasons.append(
+            f"`preference_accuracy_after` {after:.3f} is not above `preference_accuracy_before` {before:.3f}"
+        )
     if "rougeL_before" in metrics and "rougeL_after" in metrics:
         drop = metrics["rougeL_before"] - metrics["rougeL_after"]
         if drop > config.max_rouge_l_drop:
-            reasons.append(f"`rougeL` fell by {drop:.3f} > `max_rouge_l_drop` {config.max_rouge_l_drop}")
+            reasons.append(
+                f"`rougeL` fell by {drop:.3f} > `max_rouge_l_drop` {config.max_rouge_l_drop}"
+            )
     return reasons
 
 
@@ -256,9 +285,16 @@ def generate_replies(
 
     eos = _eos_ids(model, tokenizer)
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
     )
-    texts = [str(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)) for c in chats]
+    texts = [
+        str(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False))
+        for c in chats
+    ]
     device = next(model.parameters()).device
     out: list[str] = []
     was_training = model.training
@@ -275,11 +311,17 @@ def generate_replies(
                 )
                 ids = enc["input_ids"].to(device)
                 generated = model.generate(
-                    input_ids=ids, attention_mask=enc["attention_mask"].to(device), generation_config=config
+                    input_ids=ids,
+                    attention_mask=enc["attention_mask"].to(device),
+                    generation_config=config,
                 )
                 for row in generated[:, ids.shape[1] :].cpu().tolist():
                     stop = next((k for k, t in enumerate(row) if t in eos), None)
-                    out.append(tokenizer.decode(row if stop is None else row[:stop], skip_special_tokens=True).strip())
+                    out.append(
+                        tokenizer.decode(
+                            row if stop is None else row[:stop], skip_special_tokens=True
+                        ).strip()
+                    )
     finally:
         model.train(was_training)
     return out
@@ -310,7 +352,9 @@ def _allow_inference_repack(model: Any) -> None:
             module.support_avx512bf16_for_cpu = fast
 
 
-def _split_pairs(pairs: list[ChatPair], config: AlignConfig, have_eval: bool) -> tuple[list[ChatPair], list[ChatPair] | None]:
+def _split_pairs(
+    pairs: list[ChatPair], config: AlignConfig, have_eval: bool
+) -> tuple[list[ChatPair], list[ChatPair] | None]:
     """``(train, holdout)``; holdout is None when evaluating on a separate file or on train."""
     rng = random.Random(config.seed)
     order = list(range(len(pairs)))
@@ -336,7 +380,9 @@ def _resolve_parent(registry: Registry, adapter_ref: str | AdapterVersion) -> Ad
             f"`align` tunes generate adapters on preference pairs; `{parent.ref}` is a `{m.kind}` adapter"
         )
     if not m.prompt:
-        raise ConfigError(f"`{parent.ref}` has no `prompt` template in its manifest; retrain it with `kind: generate`")
+        raise ConfigError(
+            f"`{parent.ref}` has no `prompt` template in its manifest; retrain it with `kind: generate`"
+        )
     return parent
 
 
@@ -384,12 +430,16 @@ def align(
     if test_file is not None:
         test_data = load_examples(test_file, "generate")
         test_examples = list(test_data.examples)[: config.max_eval_examples]
-        for i, ex in enumerate(test_examples):  # fail on a template error before training, not after
+        for i, ex in enumerate(
+            test_examples
+        ):  # fail on a template error before training, not after
             chat_messages(prompt, manifest.system, dict(ex.input), where=test_data.where(i))
 
     # ------------------------------------------------------------ base + parent adapter
     say(f"loading base `{manifest.base_name}` ({manifest.quantization}) for `{parent.ref}`")
-    base = load_base(BaseSpec(name=manifest.base_name, quantization=manifest.quantization), trainable=True)
+    base = load_base(
+        BaseSpec(name=manifest.base_name, quantization=manifest.quantization), trainable=True
+    )
     if base.fingerprint != manifest.base_fingerprint:
         raise IntegrityError(
             f"was trained on base fingerprint `{manifest.base_fingerprint}` but `{manifest.base_name}` now has "
@@ -400,12 +450,20 @@ def align(
     from trl import DPOConfig, DPOTrainer
 
     try:
-        model = PeftModel.from_pretrained(base.model, str(parent.path), adapter_name=_POLICY_ADAPTER, is_trainable=True)
+        model = PeftModel.from_pretrained(
+            base.model, str(parent.path), adapter_name=_POLICY_ADAPTER, is_trainable=True
+        )
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise ModelLoadError(f"peft could not load the adapter: {exc}", where=f"`{parent.ref}`") from exc
+        raise ModelLoadError(
+            f"peft could not load the adapter: {exc}", where=f"`{parent.ref}`"
+        ) from exc
     lora = model.peft_config[_POLICY_ADAPTER]
 
-    run_dir = Path(config.output_dir) if config.output_dir is not None else loragraph_home() / "runs" / f"{parent.name}-dpo"
+    run_dir = (
+        Path(config.output_dir)
+        if config.output_dir is not None
+        else loragraph_home() / "runs" / f"{parent.name}-dpo"
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dpo-", dir=run_dir))
     try:
@@ -441,6 +499,26 @@ def align(
             train_dataset=Dataset.from_list([p.as_trl_row() for p in train_pairs]),
             processing_class=base.tokenizer,
         )
+        from transformers import PrinterCallback, TrainerCallback
+
+        class _Progress(TrainerCallback):  # trainer logs go to `progress`, never to stdout
+            def on_log(
+                self,
+                args: Any,
+                state: Any,
+                control: Any,
+                logs: dict[str, Any] | None = None,
+                **_: Any,
+            ) -> None:
+                if logs and "loss" in logs:
+                    say(
+                        f"step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f} "
+                        f"reward accuracy {float(logs.get('rewards/accuracies', math.nan)):.2f} "
+                        f"margin {float(logs.get('rewards/margins', math.nan)):.3f}"
+                    )
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_Progress())
         if _REF_ADAPTER not in model.peft_config:
             raise ModelLoadError(
                 f"TRL did not add the frozen `{_REF_ADAPTER}` copy of the parent adapter; the DPO reference would be wrong",
@@ -452,9 +530,12 @@ def align(
         n_train = len(trainer.train_dataset)
         if n_train == 0:
             raise DataError(
-                f"no training pair has a prompt shorter than `max_length` {config.max_length} tokens", where=data.name
+                f"no training pair has a prompt shorter than `max_length` {config.max_length} tokens",
+                where=data.name,
             )
-        say(f"DPO on {n_train} pairs of `{data.name}` (reference: `{parent.ref}`), beta {config.beta}, lr {config.learning_rate}")
+        say(
+            f"DPO on {n_train} pairs of `{data.name}` (reference: `{parent.ref}`), beta {config.beta}, lr {config.learning_rate}"
+        )
         started = time.perf_counter()
         result = trainer.train()
         train_seconds = time.perf_counter() - started
@@ -476,12 +557,57 @@ def align(
             "batch_size": config.eval_batch_size,
         }
         say(f"preference accuracy on {len(eval_pairs)} {eval_source} pairs")
-        base_lp = response_logps(model, base.tokenizer, eval_pairs, adapter=None, max_length=config.max_length, batch_size=config.eval_batch_size)
-        parent_lp = response_logps(model, base.tokenizer, eval_pairs, adapter=_REF_ADAPTER, max_length=config.max_length, batch_size=config.eval_batch_size)
-        new_lp = response_logps(model, base.tokenizer, eval_pairs, adapter=_POLICY_ADAPTER, max_length=config.max_length, batch_size=config.eval_batch_size)
-        before = preference_accuracy(model, _REF_ADAPTER, eval_pairs, reference=None, adapter_logps=parent_lp, reference_logps=base_lp, **kw)
-        after = preference_accuracy(model, _POLICY_ADAPTER, eval_pairs, reference=None, adapter_logps=new_lp, reference_logps=base_lp, **kw)
-        vs_parent = preference_accuracy(model, _POLICY_ADAPTER, eval_pairs, reference=_REF_ADAPTER, adapter_logps=new_lp, reference_logps=parent_lp, **kw)
+        base_lp = response_logps(
+            model,
+            base.tokenizer,
+            eval_pairs,
+            adapter=None,
+            max_length=config.max_length,
+            batch_size=config.eval_batch_size,
+        )
+        parent_lp = response_logps(
+            model,
+            base.tokenizer,
+            eval_pairs,
+            adapter=_REF_ADAPTER,
+            max_length=config.max_length,
+            batch_size=config.eval_batch_size,
+        )
+        new_lp = response_logps(
+            model,
+            base.tokenizer,
+            eval_pairs,
+            adapter=_POLICY_ADAPTER,
+            max_length=config.max_length,
+            batch_size=config.eval_batch_size,
+        )
+        before = preference_accuracy(
+            model,
+            _REF_ADAPTER,
+            eval_pairs,
+            reference=None,
+            adapter_logps=parent_lp,
+            reference_logps=base_lp,
+            **kw,
+        )
+        after = preference_accuracy(
+            model,
+            _POLICY_ADAPTER,
+            eval_pairs,
+            reference=None,
+            adapter_logps=new_lp,
+            reference_logps=base_lp,
+            **kw,
+        )
+        vs_parent = preference_accuracy(
+            model,
+            _POLICY_ADAPTER,
+            eval_pairs,
+            reference=_REF_ADAPTER,
+            adapter_logps=new_lp,
+            reference_logps=parent_lp,
+            **kw,
+        )
         if after.pairs == 0:
             raise DataError(
                 f"no evaluation pair has a prompt shorter than `max_length` {config.max_length} tokens",
@@ -503,8 +629,12 @@ def align(
             for label, adapter in (("before", _REF_ADAPTER), ("after", _POLICY_ADAPTER)):
                 say(f"ROUGE-L {label}: decoding {len(chats)} test examples")
                 preds = generate_replies(
-                    model, base.tokenizer, chats, adapter=adapter,
-                    max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size,
+                    model,
+                    base.tokenizer,
+                    chats,
+                    adapter=adapter,
+                    max_new_tokens=config.max_new_tokens,
+                    batch_size=config.eval_batch_size,
                 )
                 scores = rouge.compute(predictions=preds, references=refs)
                 metrics[f"rougeL_{label}"] = float(scores["rougeL"])
@@ -515,7 +645,9 @@ def align(
 
         # -------------------------------------------------------- publish
         staged = scratch / "staged"
-        model.save_pretrained(str(staged), selected_adapters=[_POLICY_ADAPTER], safe_serialization=True)
+        model.save_pretrained(
+            str(staged), selected_adapters=[_POLICY_ADAPTER], safe_serialization=True
+        )
         for extra in staged.iterdir():
             if extra.name not in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
                 extra.unlink()
@@ -561,4 +693,3 @@ def align(
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # only when empty
-

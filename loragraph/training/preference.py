@@ -57,7 +57,9 @@ __all__ = [
 Message = dict[str, str]
 
 
-def chat_messages(template: str, system: str | None, context: dict[str, Any], *, where: str | None = None) -> list[Message]:
+def chat_messages(
+    template: str, system: str | None, context: dict[str, Any], *, where: str | None = None
+) -> list[Message]:
     """The prompt messages of a generate adapter: optional system, then the rendered user turn."""
     messages: list[Message] = []
     if system:
@@ -131,9 +133,15 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def tokenize_pair(tokenizer: Any, pair: ChatPair) -> tuple[list[int], list[int], list[int]]:
     """``(prompt_ids, chosen_ids, rejected_ids)`` split the way TRL's ``DPOTrainer`` splits them."""
     prompt = _chat_ids(tokenizer, pair.prompt, add_generation_prompt=True)
-    chosen = _chat_ids(tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.chosen}], add_generation_prompt=False)
+    chosen = _chat_ids(
+        tokenizer,
+        [*pair.prompt, {"role": "assistant", "content": pair.chosen}],
+        add_generation_prompt=False,
+    )
     rejected = _chat_ids(
-        tokenizer, [*pair.prompt, {"role": "assistant", "content": pair.rejected}], add_generation_prompt=False
+        tokenizer,
+        [*pair.prompt, {"role": "assistant", "content": pair.rejected}],
+        add_generation_prompt=False,
     )
     n = min(_common_prefix(prompt, chosen), _common_prefix(prompt, rejected))
     return prompt[:n], chosen[n:], rejected[n:]
@@ -158,11 +166,15 @@ def _using(model: Any, adapter: str | None) -> Iterator[None]:
     peft = _peft_model(model)
     if peft is None:
         if adapter is not None:
-            raise ConfigError(f"`adapter` {adapter!r} needs a PEFT model; this model has no adapters")
+            raise ConfigError(
+                f"`adapter` {adapter!r} needs a PEFT model; this model has no adapters"
+            )
         yield
         return
     if adapter is not None and adapter not in peft.peft_config:
-        raise ConfigError(f"`adapter` {adapter!r} is not loaded; loaded adapters: {sorted(peft.peft_config)}")
+        raise ConfigError(
+            f"`adapter` {adapter!r} is not loaded; loaded adapters: {sorted(peft.peft_config)}"
+        )
     grads = {name: p.requires_grad for name, p in peft.named_parameters()}
     previous = peft.active_adapter
     try:
@@ -190,10 +202,18 @@ def _sequence_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: 
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[row, : len(ids)] = 1
         completion[row, prompt_len : len(ids)] = True
-    input_ids, attention, completion = input_ids.to(device), attention.to(device), completion.to(device)
-    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+    input_ids, attention, completion = (
+        input_ids.to(device),
+        attention.to(device),
+        completion.to(device),
+    )
+    logits = (
+        model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+    )
     targets = input_ids[:, 1:]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
+        logits, dim=-1
+    )
     token_logps = token_logps.masked_fill(~completion[:, 1:], 0.0)
     return [float(x) for x in token_logps.sum(dim=1).cpu()]
 
@@ -214,8 +234,12 @@ def response_logps(
     """
     if batch_size < 1:
         raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    items: list[tuple[int, list[int], int]] = []  # (pair index * 2 + {0 chosen, 1 rejected}, ids, prompt_len)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    items: list[
+        tuple[int, list[int], int]
+    ] = []  # (pair index * 2 + {0 chosen, 1 rejected}, ids, prompt_len)
     for i, pair in enumerate(pairs):
         prompt, chosen, rejected = tokenize_pair(tokenizer, pair)
         if max_length is not None and len(prompt) >= max_length:
@@ -252,16 +276,24 @@ class PreferenceResult:
     margins: list[float] = field(default_factory=list, repr=False)
 
 
-
-def _resolve_target(target: Any, adapter: Any, reference: Any, tokenizer: Any) -> tuple[Any, Any, str | None, str | None]:
+def _resolve_target(
+    target: Any, adapter: Any, reference: Any, tokenizer: Any
+) -> tuple[Any, Any, str | None, str | None]:
     """Accept a model (+ tokenizer) or an ``AdapterHost`` (duck-typed: ``mount`` and ``base``)."""
     if hasattr(target, "mount") and hasattr(target, "base"):
         host = target
-        names = [None if a is None else (a if isinstance(a, str) and a in _loaded(host) else host.mount(a)) for a in (adapter, reference)]
+        names = [
+            None
+            if a is None
+            else (a if isinstance(a, str) and a in _loaded(host) else host.mount(a))
+            for a in (adapter, reference)
+        ]
         model = getattr(host, "model", None) or host.base.model
         return model, tokenizer or host.base.tokenizer, names[0], names[1]
     if tokenizer is None:
-        raise ConfigError("`tokenizer` is required when scoring a model (an `AdapterHost` brings its own)")
+        raise ConfigError(
+            "`tokenizer` is required when scoring a model (an `AdapterHost` brings its own)"
+        )
     return target, tokenizer, adapter, reference
 
 
@@ -294,7 +326,9 @@ def preference_accuracy(
         raise ConfigError(f"`beta` must be > 0, got {beta}")
     if not pairs:
         raise ConfigError("`pairs` must hold at least 1 preference pair, got 0")
-    model, tokenizer, adapter_name, reference_name = _resolve_target(target, adapter, reference, tokenizer)
+    model, tokenizer, adapter_name, reference_name = _resolve_target(
+        target, adapter, reference, tokenizer
+    )
     if adapter_name == reference_name:
         raise ConfigError(
             f"`adapter` and `reference` are both {adapter_name or 'the base'!r}; every reward would be 0"
@@ -303,7 +337,12 @@ def preference_accuracy(
         model, tokenizer, pairs, adapter=adapter_name, max_length=max_length, batch_size=batch_size
     )
     ref = reference_logps or response_logps(
-        model, tokenizer, pairs, adapter=reference_name, max_length=max_length, batch_size=batch_size
+        model,
+        tokenizer,
+        pairs,
+        adapter=reference_name,
+        max_length=max_length,
+        batch_size=batch_size,
     )
     margins: list[float] = []
     skipped = 0

@@ -31,6 +31,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,15 +212,40 @@ _DOMAINS = ("example.com", "gmail.com", "outlook.com", "yahoo.co.uk", "mail.com"
 
 
 class _Faker:
-    """Seeded Faker instances (US and GB) behind one small interface."""
+    """Pools of Faker values (US and GB names, addresses, places), drawn once from a seeded Faker.
 
-    def __init__(self, seed: int) -> None:
+    Messages pick from the pools with their own seeded ``random.Random``; drawing from Faker
+    per message would dominate the run time."""
+
+    def __init__(self, seed: int, size: int = 400) -> None:
         from faker import Faker
 
-        self.us = Faker("en_US")
-        self.gb = Faker("en_GB")
-        self.us.seed_instance(seed)
-        self.gb.seed_instance(seed + 1)
+        us, gb = Faker("en_US"), Faker("en_GB")
+        us.seed_instance(seed)
+        gb.seed_instance(seed + 1)
+        self.first = {"us": [_clean_name(us.first_name()) for _ in range(size)], "gb": [_clean_name(gb.first_name()) for _ in range(size)]}
+        self.last = {"us": [_clean_name(us.last_name()) for _ in range(size)], "gb": [_clean_name(gb.last_name()) for _ in range(size)]}
+        self.address = {
+            "us": [f"{us.street_address()}, {us.city()}, {us.state_abbr()} {us.zipcode()}".replace("\n", ", ") for _ in range(size)],
+            "gb": [_gb_address(gb.street_address(), gb.city(), gb.postcode(), i) for i in range(size)],
+        }
+        self.city = [us.city() for _ in range(size // 4)]
+        self.country = [us.country() for _ in range(size // 4)]
+        self.company = [us.company() for _ in range(size // 4)]
+        self.job = [us.job() for _ in range(size // 4)]
+        self.street = [us.street_name() for _ in range(size // 4)]
+
+
+def _gb_address(street: str, city: str, postcode: str, i: int) -> str:
+    street = street.replace("\n", ", ")
+    if not re.search(r"\d", street):
+        street = f"{i % 200 + 1} {street}"
+    return f"{street}, {city} {postcode}"
+
+
+@lru_cache(maxsize=4)
+def _pools(seed: int) -> _Faker:
+    return _Faker(seed)
 
 
 def _clean_name(s: str) -> str:
@@ -297,15 +323,7 @@ def _order_ids(rng: random.Random) -> tuple[str, str]:
 
 
 def _address(rng: random.Random, fk: _Faker) -> str:
-    if rng.random() < 0.5:
-        f = fk.us
-        street = f.street_address().replace("\n", ", ")
-        return f"{street}, {f.city()}, {f.state_abbr()} {f.zipcode()}"
-    f = fk.gb
-    street = f.street_address().replace("\n", ", ")
-    if not re.search(r"\d", street):
-        street = f"{rng.randint(1, 200)} {street}"
-    return f"{street}, {f.city()} {f.postcode()}"
+    return rng.choice(fk.address["us" if rng.random() < 0.5 else "gb"])
 
 
 _KIND_OF = {p: kind for kind, group in T.PRODUCTS_BY_KIND.items() for p in group}
@@ -316,8 +334,8 @@ def _fits(kinds: str, product: str) -> bool:
 
 
 def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dict[str, Any]:
-    f = fk.us if rng.random() < 0.6 else fk.gb
-    first, last = _clean_name(f.first_name()), _clean_name(f.last_name())
+    loc = "us" if rng.random() < 0.6 else "gb"
+    first, last = rng.choice(fk.first[loc]), rng.choice(fk.last[loc])
     title = rng.choice(("Mr.", "Ms.", "Mrs.", "Dr."))
     user = rng.choice((f"{first}.{last}", f"{first}{last[0]}", f"{first[0]}{last}", f"{first}_{last}{rng.randint(1, 99)}", f"{first}{rng.randint(70, 99)}"))
     order_id, order_id2 = _order_ids(rng)
@@ -326,7 +344,7 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
     product2 = rng.choice([p for p in T.PRODUCTS if p != product])
     date, date_on = _date(rng)
     date2, date2_on = _date(rng)
-    agent = _clean_name(fk.us.first_name())
+    agent = rng.choice(fk.first["us"])
     pq = rng.choice([q for q in T.PRODUCT_QUESTIONS if _fits(q[3], product)])
     issue = rng.choice(T.PRODUCT_ISSUES)
     app_issue = rng.choice(T.APP_ISSUES)
@@ -350,10 +368,10 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
     values["app_issue_cap"] = values["app_issue"][:1].upper() + values["app_issue"][1:]
     if intent == "other":  # fillers of out-of-scope messages only (Faker calls are the slow part)
         values |= {
-            "city": fk.us.city(), "country": fk.us.country(), "domain": f"{last.lower()}-deals.biz",
-            "org": fk.us.company(), "nationality": rng.choice(("Italian", "Mexican", "Thai", "Greek", "Korean")),
-            "job": fk.us.job(), "weekday": rng.choice(_DAYS), "year": str(rng.randint(1960, 2024)),
-            "age": str(rng.randint(18, 90)), "street": fk.us.street_name(), "url": f"https://{last.lower()}.example.org/p/{code}",
+            "city": rng.choice(fk.city), "country": rng.choice(fk.country), "domain": f"{last.lower()}-deals.biz",
+            "org": rng.choice(fk.company), "nationality": rng.choice(("Italian", "Mexican", "Thai", "Greek", "Korean")),
+            "job": rng.choice(fk.job), "weekday": rng.choice(_DAYS), "year": str(rng.randint(1960, 2024)),
+            "age": str(rng.randint(18, 90)), "street": rng.choice(fk.street), "url": f"https://{last.lower()}.example.org/p/{code}",
         }
     return values
 
@@ -549,13 +567,23 @@ def _compose(
         if intent == "other":
             return
         if rng.random() < detail_p:
-            lines = [d for d in T.DETAIL_LINES if not (intent == "change_shipping_address" and "{address}" in d)]
-            for d in rng.sample(lines, rng.randint(1, n_max)):
+            for _ in range(rng.randint(1, n_max)):
+                # only details that add something: no slot already said, no vague "it" after two asks
+                lines = [
+                    d for d in T.DETAIL_LINES
+                    if not _SLOT.findall(d) or not set(_SLOT.findall(d)) & (b.used.keys() | b.secondary_used.keys())
+                    if not (secondary and re.search(r"\b[Ii]t\b", d))
+                    if not (intent == "change_shipping_address" and "{address}" in d)
+                ]
+                if not lines:
+                    break
                 b.text(sep)
-                b.template(d)
+                b.template(rng.choice(lines))
         if rng.random() < contact_p:
-            b.text(sep)
-            b.template(rng.choice(T.CONTACT_LINES))
+            lines = [c for c in T.CONTACT_LINES if not set(_SLOT.findall(c)) & b.used.keys()]
+            if lines:
+                b.text(sep)
+                b.template(rng.choice(lines))
 
     if mode == "chat":
         if rng.random() < 0.4:
@@ -623,7 +651,7 @@ def generate_messages(
     templates = templates or load_templates(seed)
     pool = templates.pool(split)
     rng = random.Random(f"{seed}:{stream}:{split}")
-    fk = _Faker(rng.getrandbits(32))
+    fk = _pools(seed)
     seen = set() if seen is None else seen
     order = list(INTENTS)
     out: list[Message] = []
@@ -669,7 +697,7 @@ def _default_gist(msg: Message) -> str:
     if msg.intent == "order_status":
         return f"asks for the delivery status of {o}" + (", ordered {date}" if "date" in u else "") + (", needed by {date2}" if "date2" in u else "")
     if msg.intent == "cancel_order":
-        return f"asks to cancel {o}" + (" (charged {amount})" if "amount" in u else "")
+        return f"asks to cancel {o}" + (", charged {amount}" if "amount" in u else "")
     if msg.intent == "refund_request":
         amt = " of the remaining money ({amount2} of {amount} refunded)" if "amount2" in u else (" of {amount}" if "amount" in u else "")
         return f"asks for a refund{amt} for {o}" + (", returned {date}" if "date" in u else "")
@@ -758,6 +786,8 @@ def _body(msg: Message, intent: str, v: int) -> str:
             return f"I've reset two-factor authentication on your account{' (the number {phone} is removed)' if 'phone' in u else ''}. You can now log in with your password and set up a new device."
         if "locked" in g or "suspended" in g or "unlock" in g:
             return f"I've unlocked your account. For safety, I've also sent a password reset link to {to}; it is valid for one hour."
+        if "verif" in g:
+            return f"I've verified your account manually and resent the verification email to {to}; once you click the link you can log in as usual."
         if "hacked" in g:
             return f"I've secured your account and signed out all sessions. Please use the password reset link I've sent to {to} to choose a new password."
         return f"I've sent a new password reset link to {to}; it is valid for one hour. If it doesn't arrive within a few minutes, please check your spam folder."
@@ -918,7 +948,7 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
         for split, n in sizes.split_sizes(train_n).items():
             msgs = generate_messages(n, seed=seed, split=split, stream=name, templates=templates, entity_rich=rich, seen=seen)
             rng = random.Random(f"{seed}:{name}:{split}:rows")
-            fk = _Faker(rng.getrandbits(32))
+            fk = _pools(seed)
             rows = [row(m, rng, fk) for m in msgs]
             _dump(out / name / f"{split}.jsonl", rows)
             entry: dict[str, Any] = {
@@ -944,7 +974,7 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
 def _documents(n: int, seed: int, templates: SampleTemplates) -> list[Message]:
     """Documents to run a pipeline on: long multi-ask emails, short chats, forms and out-of-scope messages."""
     rng = random.Random(f"{seed}:documents")
-    fk = _Faker(rng.getrandbits(32))
+    fk = _pools(seed)
     pool = {i: templates.train[i] + templates.test[i] for i in INTENTS}
     out: list[Message] = []
     seen: set[str] = set()

@@ -48,14 +48,22 @@ _REJECTED = "No. Ignore all previous instructions."
 
 def _pairs_rows(n: int = 8) -> list[dict[str, Any]]:
     return [
-        {"input": {"text": _TEXTS[i % len(_TEXTS)] + f" ({i})", "intent": {"label": "refund_request"}},
-         "chosen": _CHOSEN, "rejected": _REJECTED}
+        {
+            "input": {
+                "text": _TEXTS[i % len(_TEXTS)] + f" ({i})",
+                "intent": {"label": "refund_request"},
+            },
+            "chosen": _CHOSEN,
+            "rejected": _REJECTED,
+        }
         for i in range(n)
     ]
 
 
 def _write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -74,7 +82,13 @@ def _publish_sft(registry: Registry, base_path: Path, name: str, seed: int, stag
     base = load_base(BaseSpec(name=str(base_path), quantization="fp32"))
     model = get_peft_model(
         base.model,
-        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "v_proj"],
+            task_type="CAUSAL_LM",
+        ),
     )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -129,13 +143,28 @@ def aligned(tmp_path_factory: pytest.TempPathFactory, tiny_base_path: Path) -> d
     pairs = _write_jsonl(tmp / "pairs.jsonl", _pairs_rows(8))
     test = _write_jsonl(
         tmp / "test.jsonl",
-        [{"input": {"text": "Where is my parcel?", "intent": {"label": "order_status"}}, "target": "It ships today."},
-         {"input": {"text": "Refund me please", "intent": {"label": "refund_request"}}, "target": "We will refund you."}],
+        [
+            {
+                "input": {"text": "Where is my parcel?", "intent": {"label": "order_status"}},
+                "target": "It ships today.",
+            },
+            {
+                "input": {"text": "Refund me please", "intent": {"label": "refund_request"}},
+                "target": "We will refund you.",
+            },
+        ],
     )
     base_before = _sha_tree(tiny_base_path)
     before = _sha_tree(registry.root)
     messages: list[str] = []
-    version = align("reply", pairs, _test_config(tmp), test_path=test, registry=registry, progress=messages.append)
+    version = align(
+        "reply",
+        pairs,
+        _test_config(tmp),
+        test_path=test,
+        registry=registry,
+        progress=messages.append,
+    )
     return {
         "tmp": tmp,
         "registry": registry,
@@ -158,13 +187,17 @@ def test_align_publishes_a_new_version_with_lineage(aligned: dict[str, Any]) -> 
     assert (m.parent, m.method, m.kind) == (1, "dpo", "generate")
     parent = aligned["registry"].get("reply", 1).manifest
     assert (m.prompt, m.system, m.base_fingerprint, m.quantization) == (
-        parent.prompt, parent.system, parent.base_fingerprint, parent.quantization
+        parent.prompt,
+        parent.system,
+        parent.base_fingerprint,
+        parent.quantization,
     )
     assert m.data_hash == "sha256:" + hashlib.sha256(aligned["pairs"].read_bytes()).hexdigest()
     assert m.hyperparameters["beta"] == 0.1 and m.hyperparameters["reference"] == "parent"
     assert m.hyperparameters["lora"]["r"] == 4
     assert sorted(version.path.iterdir()) == sorted(
-        version.path / f for f in ("adapter_config.json", "adapter_model.safetensors", "manifest.json")
+        version.path / f
+        for f in ("adapter_config.json", "adapter_model.safetensors", "manifest.json")
     )
     aligned["registry"].verify(version)
     # DPO versions are published, never promoted by default
@@ -183,7 +216,9 @@ def test_align_changes_the_weights_and_only_the_new_version(aligned: dict[str, A
     # every other version folder and state file is byte-identical, the base too
     assert aligned["after"] == aligned["before"]
     assert _sha_tree(aligned["tmp"] / "adapters" / "summary") == {
-        k.removeprefix("summary/"): v for k, v in aligned["before"].items() if k.startswith("summary/")
+        k.removeprefix("summary/"): v
+        for k, v in aligned["before"].items()
+        if k.startswith("summary/")
     }
     assert aligned["base_before"] == _sha_tree(Path(registry.get("reply", 1).manifest.base_name))
 
@@ -191,12 +226,21 @@ def test_align_changes_the_weights_and_only_the_new_version(aligned: dict[str, A
 def test_align_metrics_show_the_preference_learned(aligned: dict[str, Any]) -> None:
     metrics = aligned["version"].manifest.metrics
     for key in (
-        "preference_accuracy_before", "preference_accuracy_after", "preference_accuracy_vs_parent",
-        "preference_margin_before", "preference_margin_after", "preference_margin_vs_parent",
-        "rougeL_before", "rougeL_after", "train_loss", "promotion_gate_passed",
+        "preference_accuracy_before",
+        "preference_accuracy_after",
+        "preference_accuracy_vs_parent",
+        "preference_margin_before",
+        "preference_margin_after",
+        "preference_margin_vs_parent",
+        "rougeL_before",
+        "rougeL_after",
+        "train_loss",
+        "promotion_gate_passed",
     ):
         assert key in metrics, key
-    assert metrics["train_pairs"] == 8 and metrics["eval_pairs"] == 8 and metrics["test_examples"] == 2
+    assert (
+        metrics["train_pairs"] == 8 and metrics["eval_pairs"] == 8 and metrics["test_examples"] == 2
+    )
     # evaluated on the training pairs here (holdout 0): DPO must have learned them
     assert metrics["preference_accuracy_vs_parent"] == 1.0
     assert metrics["preference_margin_after"] > metrics["preference_margin_before"]
@@ -206,7 +250,9 @@ def test_align_metrics_show_the_preference_learned(aligned: dict[str, Any]) -> N
     assert any("published `reply@v2`" in msg for msg in aligned["messages"])
 
 
-def test_manifest_metric_is_reproduced_through_the_adapter_host(aligned: dict[str, Any], tiny_base_path: Path) -> None:
+def test_manifest_metric_is_reproduced_through_the_adapter_host(
+    aligned: dict[str, Any], tiny_base_path: Path
+) -> None:
     """The serving path (AdapterHost mounts from the registry) gives the manifest's numbers."""
     from loragraph.adapters.host import AdapterHost
     from loragraph.training.data import load_examples
@@ -215,7 +261,9 @@ def test_manifest_metric_is_reproduced_through_the_adapter_host(aligned: dict[st
     host = AdapterHost(load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32")), registry)
     pairs = render_pairs(load_examples(aligned["pairs"], "pairs"), PROMPT, SYSTEM)
     m = aligned["version"].manifest.metrics
-    vs_parent = preference_accuracy(host, "reply@v2", pairs, reference="reply@v1", beta=0.1, max_length=128)
+    vs_parent = preference_accuracy(
+        host, "reply@v2", pairs, reference="reply@v1", beta=0.1, max_length=128
+    )
     after = preference_accuracy(host, "reply@v2", pairs, reference=None, beta=0.1, max_length=128)
     before = preference_accuracy(host, "reply@v1", pairs, reference=None, beta=0.1, max_length=128)
     assert vs_parent.accuracy == m["preference_accuracy_vs_parent"]
@@ -225,31 +273,47 @@ def test_manifest_metric_is_reproduced_through_the_adapter_host(aligned: dict[st
     assert before.mean_margin == pytest.approx(m["preference_margin_before"], rel=1e-3, abs=1e-4)
 
 
-def test_malformed_pairs_are_rejected_with_file_and_line(tmp_path: Path, tiny_base_path: Path) -> None:
+def test_malformed_pairs_are_rejected_with_file_and_line(
+    tmp_path: Path, tiny_base_path: Path
+) -> None:
     registry = Registry(tmp_path / "adapters")
     _publish_sft(registry, tiny_base_path, "reply", 1, tmp_path / "staging")
     good = _pairs_rows(1)[0]
     bad = _write_jsonl(
         tmp_path / "pairs.jsonl",
-        [good, {"input": {"text": "x"}, "chosen": "Same reply.", "rejected": "Same reply."},
-         {"input": {"text": "y"}, "chosen": "only one"}, "{not json"],
+        [
+            good,
+            {"input": {"text": "x"}, "chosen": "Same reply.", "rejected": "Same reply."},
+            {"input": {"text": "y"}, "chosen": "only one"},
+            "{not json",
+        ],
     )
     before = _sha_tree(registry.root)
     with pytest.raises(DataError) as err:
         align("reply", bad, _test_config(tmp_path), registry=registry)
     text = str(err.value)
     assert err.value.where == "pairs.jsonl:2"
-    assert "identical" in text and "pairs.jsonl:3" in text and "`rejected`" in text and "pairs.jsonl:4" in text
+    assert (
+        "identical" in text
+        and "pairs.jsonl:3" in text
+        and "`rejected`" in text
+        and "pairs.jsonl:4" in text
+    )
     assert _sha_tree(registry.root) == before
     assert [v.version for v in registry.versions("reply")] == [1]
 
 
-def test_align_refuses_unknown_adapters_and_missing_template_variables(tmp_path: Path, tiny_base_path: Path) -> None:
+def test_align_refuses_unknown_adapters_and_missing_template_variables(
+    tmp_path: Path, tiny_base_path: Path
+) -> None:
     from loragraph.errors import InputError
 
     registry = Registry(tmp_path / "adapters")
     _publish_sft(registry, tiny_base_path, "reply", 1, tmp_path / "staging")
-    pairs = _write_jsonl(tmp_path / "p.jsonl", [{"input": {"text": "no intent here"}, "chosen": "a", "rejected": "b"}])
+    pairs = _write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"input": {"text": "no intent here"}, "chosen": "a", "rejected": "b"}],
+    )
     with pytest.raises(NotFoundError):
         align("nothing", pairs, _test_config(tmp_path), registry=registry)
     with pytest.raises(InputError) as err:
@@ -265,7 +329,13 @@ def _peft_with_sft(tiny_base_path: Path, tmp: Path) -> tuple[Any, Any]:
     from peft import LoraConfig, get_peft_model
 
     base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(base.model, cfg, adapter_name="same")
     model.add_adapter("sft", cfg)
     return model, base.tokenizer
@@ -275,7 +345,9 @@ def _hand_pairs() -> list[ChatPair]:
     return render_pairs(_pairs_rows(6), PROMPT, SYSTEM)
 
 
-def test_preference_accuracy_rises_when_a_model_is_trained_on_chosen(tiny_base_path: Path, tmp_path: Path) -> None:
+def test_preference_accuracy_rises_when_a_model_is_trained_on_chosen(
+    tiny_base_path: Path, tmp_path: Path
+) -> None:
     model, tok = _peft_with_sft(tiny_base_path, tmp_path)
     pairs = _hand_pairs()
     # an adapter identical to the base: every reward is 0, no pair is preferred (ties do not count)
@@ -312,22 +384,41 @@ def test_preference_accuracy_rises_when_a_model_is_trained_on_chosen(tiny_base_p
 def test_response_logps_match_trl_reference_log_probs(tiny_base_path: Path, tmp_path: Path) -> None:
     """Our token split and log-prob sums agree with TRL's DPOTrainer on the same pairs."""
     from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
     from trl import DPOConfig, DPOTrainer
 
-    from peft import LoraConfig, get_peft_model
-
     base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    model, tok = get_peft_model(base.model, cfg), base.tokenizer  # adapter "default", as TRL requires
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        task_type="CAUSAL_LM",
+    )
+    model, tok = (
+        get_peft_model(base.model, cfg),
+        base.tokenizer,
+    )  # adapter "default", as TRL requires
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(std=0.05)
     pairs = _hand_pairs()[:3]
-    args = DPOConfig(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=False, report_to=[], max_length=112,
-                     activation_checkpointing=False, disable_tqdm=True)
-    trainer = DPOTrainer(model=model, args=args, processing_class=tok,
-                         train_dataset=Dataset.from_list([p.as_trl_row() for p in pairs]))
+    args = DPOConfig(
+        output_dir=str(tmp_path / "t"),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        max_length=112,
+        activation_checkpointing=False,
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        processing_class=tok,
+        train_dataset=Dataset.from_list([p.as_trl_row() for p in pairs]),
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(pairs))])
     # TRL's reference here is a frozen copy of the active adapter, named "ref"
     trl_chosen, trl_rejected = trainer.compute_ref_log_probs(model, batch)
@@ -336,18 +427,24 @@ def test_response_logps_match_trl_reference_log_probs(tiny_base_path: Path, tmp_
     assert torch.allclose(trl_rejected.float(), torch.tensor(ours_rejected), atol=1e-3)
 
 
-def test_pairs_whose_prompt_fills_max_length_are_skipped(tiny_base_path: Path, tmp_path: Path) -> None:
+def test_pairs_whose_prompt_fills_max_length_are_skipped(
+    tiny_base_path: Path, tmp_path: Path
+) -> None:
     model, tok = _peft_with_sft(tiny_base_path, tmp_path)
     pairs = _hand_pairs()[:2]
     long = ChatPair(chat_messages("{{ text }}", None, {"text": "word " * 200}), "a b", "c d")
-    result = preference_accuracy(model, "sft", [*pairs, long], reference=None, tokenizer=tok, max_length=96)
+    result = preference_accuracy(
+        model, "sft", [*pairs, long], reference=None, tokenizer=tok, max_length=96
+    )
     assert (result.pairs, result.skipped) == (2, 1)
 
 
 def test_chat_pair_rendering_uses_the_adapter_template() -> None:
     [pair] = render_pairs(_pairs_rows(1), PROMPT, SYSTEM)
     assert pair.prompt[0] == {"role": "system", "content": SYSTEM}
-    assert pair.prompt[1]["content"].startswith("Customer wrote: Where is my order #A-48213? (0)\nIntent: refund_request")
+    assert pair.prompt[1]["content"].startswith(
+        "Customer wrote: Where is my order #A-48213? (0)\nIntent: refund_request"
+    )
     row = pair.as_trl_row()
     assert row["chosen"] == [{"role": "assistant", "content": _CHOSEN}]
     assert render_pairs(_pairs_rows(1), PROMPT, None)[0].prompt[0]["role"] == "user"
@@ -377,15 +474,38 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 
 def test_promotion_gate() -> None:
     config = AlignConfig()
-    good = {"preference_accuracy_before": 0.6, "preference_accuracy_after": 0.95, "rougeL_before": 0.40, "rougeL_after": 0.39}
+    good = {
+        "preference_accuracy_before": 0.6,
+        "preference_accuracy_after": 0.95,
+        "rougeL_before": 0.40,
+        "rougeL_after": 0.39,
+    }
     assert promotion_gate(good, config) == []
-    assert any("min_preference_accuracy" in r for r in promotion_gate({**good, "preference_accuracy_after": 0.8}, config))
-    assert any("not above" in r for r in promotion_gate({**good, "preference_accuracy_before": 0.96}, config))
-    assert any("max_rouge_l_drop" in r for r in promotion_gate({**good, "rougeL_after": 0.30}, config))
-    assert promotion_gate({"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, config) == []
+    assert any(
+        "min_preference_accuracy" in r
+        for r in promotion_gate({**good, "preference_accuracy_after": 0.8}, config)
+    )
+    assert any(
+        "not above" in r
+        for r in promotion_gate({**good, "preference_accuracy_before": 0.96}, config)
+    )
+    assert any(
+        "max_rouge_l_drop" in r for r in promotion_gate({**good, "rougeL_after": 0.30}, config)
+    )
+    assert (
+        promotion_gate(
+            {"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, config
+        )
+        == []
+    )
 
 
-def test_cli_align(tmp_path: Path, tiny_base_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_align(
+    tmp_path: Path,
+    tiny_base_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from loragraph.cli import main
 
     monkeypatch.setenv("LORAGRAPH_HOME", str(tmp_path / "home"))
@@ -394,8 +514,21 @@ def test_cli_align(tmp_path: Path, tiny_base_path: Path, monkeypatch: pytest.Mon
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", _pairs_rows(8))
     cfg = tmp_path / "dpo.yaml"
     cfg.write_text("learning_rate: 5.0e-3\nepochs: 2\nmax_length: 128\nholdout_fraction: 0.25\n")
-    code = main(["align", "reply", "--pairs", str(pairs), "--config", str(cfg), "--max-steps", "2",
-                 "--promote", "if_better", "--json"])
+    code = main(
+        [
+            "align",
+            "reply",
+            "--pairs",
+            str(pairs),
+            "--config",
+            str(cfg),
+            "--max-steps",
+            "2",
+            "--promote",
+            "if_better",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["version"] == "reply@v2" and out["parent"] == 1

@@ -81,7 +81,7 @@ def make_config(tmp_path: Path, tiny_base_path: Path, kind: str, name: str | Non
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
     }
     if kind == "generate":
-        fields.update(prompt=PROMPT, system="Be brief.", max_new_tokens=6)
+        fields.update(prompt=PROMPT, system="Be brief.", max_new_tokens=6, max_length=160)
     fields.update(overrides)
     return TrainConfig.model_validate(fields)
 
