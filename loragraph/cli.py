@@ -167,8 +167,9 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     psub = pipe.add_subparsers(dest="pipeline_command", required=True)
     p = psub.add_parser("validate", help="print every static problem of a pipeline file (exit 2 if any)")
     p.add_argument("file", type=Path, help="pipeline YAML file")
-    p.add_argument("--registry", type=Path, default=None, help="adapter registry folder (default $LORAGRAPH_HOME/adapters)")
-    p.add_argument("--no-registry", action="store_true", help="check the file alone, without the adapters")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--registry", type=Path, default=None, help="adapter registry folder (default $LORAGRAPH_HOME/adapters)")
+    where.add_argument("--no-registry", action="store_true", help="check the file alone, without the adapters")
     p.add_argument("--base-fingerprint", default=None, help="fingerprint of the base to run on (`loragraph base info`)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_pipeline_validate)
@@ -542,9 +543,9 @@ def cmd_data_sample(args: argparse.Namespace) -> int:
         return 0
     for name, info in manifest["datasets"].items():
         counts = ", ".join(f"{split} {s['count']}" for split, s in info["splits"].items())
-        print(f"{name:>12} ({info['kind']}): {counts}")
+        print(f"{name + ' (' + info['kind'] + ')':<24} {counts}")
     if "documents" in manifest:
-        print(f"{'documents':>12}: {manifest['documents']['count']}")
+        print(f"{'documents':<24} {manifest['documents']['count']}")
     print(f"wrote {args.out} (seed {args.seed}); counts per label and style in manifest.json")
     return 0
 

@@ -159,12 +159,7 @@ from loragraph.router.result import GuardrailVerdict, RunResult, StepTrace  # no
 if TYPE_CHECKING:  # pragma: no cover
     from loragraph.adapters.registry import AdapterVersion, Registry
 
-__all__ += ["ECHO_INTENTS", "EchoRouter", "EchoSpec", "EchoStage", "EchoTimeout"]
-
-# The router's own timeout error when it exists in loragraph.errors; a stand-in otherwise.
-EchoTimeout: type[_errors.RuntimeFailure] = getattr(_errors, "RunTimeout", None) or type(
-    "RunTimeout", (_errors.RuntimeFailure,), {"__doc__": "The run's deadline passed between two steps."}
-)
+__all__ += ["ECHO_INTENTS", "EchoRouter", "EchoSpec", "EchoStage"]
 
 ECHO_INTENTS: dict[str, str] = {
     "refund": "refund_request",
@@ -222,7 +217,11 @@ class EchoRouter:
     - ``tag`` stages find order ids, emails and amounts with regular expressions;
     - ``generate`` stages echo ``[stage] <first 200 characters>``; the last one is the reply.
 
-    ``fail_stage`` makes that stage raise ``StepError`` on every run. With a ``registry``,
+    Failures behave like the real router's: ``fail_stage`` makes that stage fail on every
+    run and a passed ``deadline`` stops the run before the next step; both end the run with
+    status ``error`` and the error in ``RunResult.error`` (the step's trace says which).
+    With ``raise_errors=True`` they raise ``StepError`` / ``RunTimeout`` instead, to test
+    callers against a router that raises. With a ``registry``,
     adapter references resolve to registry versions (``refresh()`` re-resolves them, so a
     promotion shows in ``adapters()`` and in the next run's trace); without one the trace
     shows the reference as written. Thread-safe: runs may overlap.
@@ -235,15 +234,18 @@ class EchoRouter:
         stages: list[EchoStage] | None = None,
         delay_s: float = 0.0,
         fail_stage: str | None = None,
+        raise_errors: bool = False,
         registry: Registry | None = None,
     ) -> None:
         self.name = name
         self.spec = EchoSpec(name=name, stages=list(stages or _DEFAULT_STAGES))
         self.delay_s = float(delay_s)
         self.fail_stage = fail_stage
+        self.raise_errors = raise_errors
         self.registry = registry
         self.refresh_count = 0
         self.runs = 0
+        self.batches: list[int] = []
         self._lock = _threading.Lock()
         self._resolved: dict[str, AdapterVersion] = {}
         self.refresh()
@@ -270,24 +272,37 @@ class EchoRouter:
 
     # ------------------------------------------------------------------ surface
 
-    def refresh(self) -> None:
-        """Re-resolve adapter references against the registry (promoted versions)."""
+    def refresh(self) -> list[str]:
+        """Re-resolve adapter references against the registry; the stages whose version changed."""
         resolved: dict[str, AdapterVersion] = {}
         if self.registry is not None:
             for stage in self.spec.stages:
                 if stage.adapter:
                     resolved[stage.name] = self.registry.resolve(stage.adapter)
         with self._lock:
+            changed = [s for s, v in resolved.items() if s not in self._resolved or self._resolved[s].ref != v.ref]
             self._resolved = resolved
             self.refresh_count += 1
+        return changed
 
     def adapters(self) -> list[AdapterVersion]:
         """Registry versions in use (empty without a registry)."""
         with self._lock:
             return list(self._resolved.values())
 
-    def run_many(self, texts: list[str]) -> list[RunResult]:
-        return [self.run(text) for text in texts]
+    def run_many(
+        self,
+        texts: list[str],
+        *,
+        run_ids: list[str | None] | None = None,
+        deadlines: list[float | None] | None = None,
+    ) -> list[RunResult]:
+        """Run several documents (one after the other); ``batches`` records each call's size."""
+        ids = list(run_ids) if run_ids else [None] * len(texts)
+        limits = list(deadlines) if deadlines else [None] * len(texts)
+        with self._lock:
+            self.batches.append(len(texts))
+        return [self.run(t, run_id=i, deadline=d) for t, i, d in zip(texts, ids, limits, strict=True)]
 
     def run(self, text: str, *, run_id: str | None = None, deadline: float | None = None) -> RunResult:
         """Run the fake pipeline over ``text``; ``deadline`` is a ``time.monotonic()`` value."""
@@ -303,12 +318,23 @@ class EchoRouter:
         pause = self.delay_s / max(1, len(self.spec.stages))
         for stage in self.spec.stages:
             if deadline is not None and _time.monotonic() >= deadline:
-                raise EchoTimeout(f"deadline passed before stage `{stage.name}`", where=f"run {result.id}")
+                from loragraph.router.router import RunTimeout
+
+                self._error(result, RunTimeout("the run passed its deadline", where=f"stage `{stage.name}`"))
+                break
             t0 = _time.perf_counter()
             if pause:
                 _time.sleep(pause)
             if stage.name == self.fail_stage:
-                raise _errors.StepError("echo failure injected by `fail_stage`", stage=stage.name)
+                err = _errors.StepError("echo failure injected by `fail_stage`", stage=stage.name)
+                version = resolved.get(stage.name)
+                result.trace.append(
+                    StepTrace(stage=stage.name, kind=stage.kind, adapter=version.ref if version else stage.adapter,
+                              status="error", error=str(err), latency_ms=(_time.perf_counter() - t0) * 1000)
+                )
+                result.path.append(stage.name)
+                self._error(result, err)
+                break
             version = resolved.get(stage.name)
             ref = version.ref if version is not None else stage.adapter
             output, verdict = self._step(stage, text, result)
@@ -330,6 +356,13 @@ class EchoRouter:
             before.next = [after.stage]
         result.latency_ms = (_time.perf_counter() - started) * 1000
         return result
+
+    def _error(self, result: RunResult, err: _errors.LoragraphError) -> None:
+        if self.raise_errors:
+            raise err
+        result.status = "error"
+        result.error = str(err)
+        result.reply = None
 
     @staticmethod
     def _step(stage: EchoStage, text: str, result: RunResult) -> tuple[dict[str, Any], GuardrailVerdict | None]:

@@ -35,7 +35,13 @@ from loragraph.adapters.heads import (
     load_head,
     tag_ids_to_spans,
 )
-from loragraph.adapters.registry import AdapterVersion, Registry, parse_ref, verify_version
+from loragraph.adapters.registry import (
+    ADAPTER_WEIGHTS,
+    AdapterVersion,
+    Registry,
+    parse_ref,
+    verify_version,
+)
 from loragraph.errors import ConfigError, InputError, IntegrityError, ModelLoadError, NotFoundError
 
 __all__ = [
@@ -54,6 +60,11 @@ BASE_ADAPTER = "__base__"
 AdapterArg = AdapterVersion | str
 _PEFT_KEY = "loragraph.host.peft_model"
 _LOCK_KEY = "loragraph.host.lock"
+_LOADED_KEY = "loragraph.host.loaded"
+
+
+def _key(version: AdapterVersion) -> tuple[str, str]:
+    return (version.ref, str(version.path))
 
 
 def adapter_name_for(version: AdapterVersion) -> str:
@@ -134,7 +145,7 @@ class AdapterHost:
         self.base = base
         self.registry = registry
         self.batch_size = batch_size
-        self._mounted: dict[str, _Mounted] = {}
+        self._mounted: dict[tuple[str, str], _Mounted] = {}
         self._lock: threading.RLock = base.extra.setdefault(_LOCK_KEY, threading.RLock())
         try:
             from peft import PeftModel
@@ -169,7 +180,7 @@ class AdapterHost:
         return len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def mounted(self) -> list[AdapterVersion]:
-        """Versions mounted, in mount order."""
+        """Versions mounted by this host, in mount order."""
         return [m.version for m in self._mounted.values()]
 
     # ------------------------------------------------------------------ mount
@@ -190,59 +201,87 @@ class AdapterHost:
                 where=f"`{version.ref}`",
             )
 
+    def _loaded(self) -> dict[str, str]:
+        """peft adapter name -> sha256 of its LoRA weights, for every adapter on this base."""
+        loaded: dict[str, str] = self.base.extra.setdefault(_LOADED_KEY, {})
+        return loaded
+
+    def _load_lora(self, version: AdapterVersion, name: str) -> None:
+        try:
+            if self._peft is None:
+                from peft import PeftModel
+
+                self.base.extra[_PEFT_KEY] = PeftModel.from_pretrained(
+                    self.base.model, str(version.path), adapter_name=name, is_trainable=False
+                )
+            else:
+                self._peft.load_adapter(str(version.path), adapter_name=name, is_trainable=False)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"peft could not load the adapter: {exc}", where=f"`{version.ref}`") from exc
+        self._peft.eval()
+        self._loaded()[name] = version.manifest.files[ADAPTER_WEIGHTS]
+
     def mount(self, version: AdapterArg) -> str:
         """Verify and load a version (LoRA + head) onto the base; return its peft adapter name.
 
-        Idempotent: mounting a mounted version does nothing. All mounted versions stay resident.
+        Idempotent: mounting a mounted version does nothing. All mounted versions stay
+        resident. The peft name is ``"intent__v3"``; only when another registry already put
+        different weights under that name on this same base is the weights digest appended.
         """
         with self._lock:
             resolved = self._resolve_version(version)
-            name = adapter_name_for(resolved)
-            if name in self._mounted:
-                return name
+            key = _key(resolved)
+            if key in self._mounted:
+                return self._mounted[key].adapter_name
             verify_version(resolved)
             self._check_compatible(resolved)
             head = load_head(resolved.path / HEAD_FILE, resolved.manifest.head) if resolved.manifest.head else None
             if head is not None:
                 head.to(self.base.device)
-            try:
-                if self._peft is None:
-                    from peft import PeftModel
-
-                    self.base.extra[_PEFT_KEY] = PeftModel.from_pretrained(
-                        self.base.model, str(resolved.path), adapter_name=name, is_trainable=False
-                    )
-                elif name not in self._peft.peft_config:  # else still resident from before an unmount
-                    self._peft.load_adapter(str(resolved.path), adapter_name=name, is_trainable=False)
-            except (ValueError, KeyError, RuntimeError, OSError) as exc:
-                raise ModelLoadError(f"peft could not load the adapter: {exc}", where=f"`{resolved.ref}`") from exc
-            self._peft.eval()
-            self._mounted[name] = _Mounted(version=resolved, adapter_name=name, head=head)
+            digest = resolved.manifest.files[ADAPTER_WEIGHTS]
+            name = adapter_name_for(resolved)
+            resident = set(self._peft.peft_config) if self._peft is not None else set()
+            if name in resident and self._loaded().get(name) != digest:
+                name = f"{name}__{digest[:8]}"
+            if name not in resident or self._loaded().get(name) != digest:
+                self._load_lora(resolved, name)
+            self._mounted[key] = _Mounted(version=resolved, adapter_name=name, head=head)
             return name
 
     def unmount(self, version: AdapterArg) -> None:
-        """Remove a mounted version (peft ``delete_adapter``); its memory is freed."""
+        """Forget a mounted version and free its LoRA (peft ``delete_adapter``).
+
+        The LoRA lives on the shared base: another host on the same base that still uses
+        it loads it again on its next call. peft keeps the last adapter of a model.
+        """
         with self._lock:
             mounted = self._lookup(version, mount=False)
-            if len(self._mounted) > 1:
-                if self._peft.active_adapter == mounted.adapter_name:
-                    other = next(n for n in self._mounted if n != mounted.adapter_name)
-                    self._peft.set_adapter(other, inference_mode=True)
-                self._peft.delete_adapter(mounted.adapter_name)
-            else:  # peft cannot delete its last adapter: keep the LoRA weights, forget the version
-                pass
-            del self._mounted[mounted.adapter_name]
+            del self._mounted[_key(mounted.version)]
+            peft = self._peft
+            if len(peft.peft_config) > 1 and mounted.adapter_name in peft.peft_config:
+                if peft.active_adapter == mounted.adapter_name:
+                    other = next(n for n in peft.peft_config if n != mounted.adapter_name)
+                    peft.set_adapter(other, inference_mode=True)
+                peft.delete_adapter(mounted.adapter_name)
+                self._loaded().pop(mounted.adapter_name, None)
+
+    def _find(self, predicate: Any) -> _Mounted | None:
+        found = [m for m in self._mounted.values() if predicate(m)]
+        return found[-1] if found else None
 
     def _resolve_version(self, adapter: AdapterArg) -> AdapterVersion:
         if isinstance(adapter, AdapterVersion):
             return adapter
         if not isinstance(adapter, str):
             raise ConfigError(f"`adapter` must be an AdapterVersion or a reference like `intent@v3`, got {adapter!r}")
-        if adapter in self._mounted:  # the peft adapter name `mount` returned, e.g. "intent__v3"
-            return self._mounted[adapter].version
+        by_name = self._find(lambda m: m.adapter_name == adapter)  # the name `mount` returned
+        if by_name is not None:
+            return by_name.version
         name, number = parse_ref(adapter)
-        if number is not None and f"{name}__v{number}" in self._mounted:
-            return self._mounted[f"{name}__v{number}"].version
+        if number is not None:
+            pinned = self._find(lambda m: m.version.name == name and m.version.version == number)
+            if pinned is not None and (self.registry is None or pinned.version.path.parent.parent == self.registry.root):
+                return pinned.version
         if self.registry is None:
             have = ", ".join(f"`{m.version.ref}`" for m in self._mounted.values()) or "none"
             raise NotFoundError(f"adapter `{adapter}` is not mounted and the host has no registry; mounted: {have}")
@@ -250,17 +289,20 @@ class AdapterHost:
 
     def _lookup(self, adapter: AdapterArg, *, mount: bool = True) -> _Mounted:
         version = self._resolve_version(adapter)
-        name = adapter_name_for(version)
-        if name not in self._mounted:
+        key = _key(version)
+        if key not in self._mounted:
             if not mount:
                 have = ", ".join(f"`{m.version.ref}`" for m in self._mounted.values()) or "none"
                 raise NotFoundError(f"adapter `{version.ref}` is not mounted; mounted: {have}")
             self.mount(version)
-        return self._mounted[name]
+        return self._mounted[key]
 
     def _activate(self, mounted: _Mounted) -> None:
-        if self._peft.active_adapter != mounted.adapter_name:
-            self._peft.set_adapter(mounted.adapter_name, inference_mode=True)
+        peft = self._peft
+        if mounted.adapter_name not in peft.peft_config:  # unmounted by another host on this base
+            self._load_lora(mounted.version, mounted.adapter_name)
+        if peft.active_adapter != mounted.adapter_name:
+            peft.set_adapter(mounted.adapter_name, inference_mode=True)
 
     def _head_of(self, adapter: AdapterArg, kind: str) -> tuple[_Mounted, Head]:
         mounted = self._lookup(adapter)
@@ -351,6 +393,9 @@ class AdapterHost:
         out: list[Classification] = []
         with self._lock:
             resolved = [self._head_of(adapter, "classify") for adapter, _ in pairs]
+            for mounted, _ in resolved:
+                if mounted.adapter_name not in self._peft.peft_config:  # unmounted by another host
+                    self._load_lora(mounted.version, mounted.adapter_name)
             for chunk in self._chunks(len(pairs)):
                 names = [resolved[i][0].adapter_name for i in chunk]
                 heads = [resolved[i][1] for i in chunk]

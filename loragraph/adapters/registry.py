@@ -121,7 +121,8 @@ def sha256_file(path: str | Path) -> str:
 class Manifest(BaseModel):
     """What a published adapter version is: task, labels, base, data, metrics, file checksums."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN metrics (e.g. F1 on a split without entities) must survive a round trip on disk
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
     name: str = Field(description="adapter name, e.g. `intent`")
     version: int = Field(ge=1, description="version number, assigned by the registry at publish time")
@@ -489,6 +490,12 @@ class Registry:
             with _locked(folder / _LOCK_FILE):
                 existing = self._version_numbers(name)
                 number = (max(existing) + 1) if existing else 1
+                parent = fields.get("parent")
+                if parent is not None and parent not in existing:
+                    listed = ", ".join(f"v{n}" for n in existing) or "none"
+                    raise ConfigError(
+                        f"`parent` v{parent} is not a published version of `{name}`; published: {listed}"
+                    )
                 manifest = Manifest.model_validate(
                     {**fields, "name": name, "version": number, "files": checksums}
                 )

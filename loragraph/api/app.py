@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Litestar, MediaType, Request, Response, get, post
@@ -25,10 +25,13 @@ from litestar.datastructures import State, UploadFile
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.params import Parameter
+from litestar.plugins.pydantic import PydanticPlugin
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
+    Encoding,
     OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIType,
@@ -198,12 +201,18 @@ class _RunBodyOperation(Operation):
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
                         type=OpenAPIType.OBJECT,
+                        additional_properties=False,
                         properties={
                             "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=_UPLOAD_TYPES),
-                            "text": Schema(type=OpenAPIType.STRING, description="document text instead of a file"),
-                            "metadata": Schema(type=OpenAPIType.STRING, description="a JSON object, as text"),
+                            "text": Schema(
+                                type=OpenAPIType.STRING, min_length=1, pattern=r"\S",
+                                description="document text instead of a file",
+                            ),
+                            "metadata": Schema(type=OpenAPIType.OBJECT, description="a JSON object (sent as JSON text)"),
                         },
-                    )
+                        one_of=[Schema(required=["file"]), Schema(required=["text"])],
+                    ),
+                    encoding={"metadata": Encoding(content_type="application/json")},
                 ),
             },
         )
@@ -231,14 +240,19 @@ class _JobBodyOperation(Operation):
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
                         type=OpenAPIType.OBJECT,
+                        required=["file"],
+                        additional_properties=False,
                         properties={
                             "file": Schema(
                                 type=OpenAPIType.ARRAY,
+                                min_items=1,
                                 items=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
                                 description=_UPLOAD_TYPES,
-                            )
+                            ),
+                            "metadata": Schema(type=OpenAPIType.OBJECT, description="a JSON object for every run"),
                         },
-                    )
+                    ),
+                    encoding={"metadata": Encoding(content_type="application/json")},
                 ),
             },
         )
@@ -494,7 +508,24 @@ def _service(state: State) -> ApiService:
     return service
 
 
-_ERRORS = {400, 401, 404, 413, 415, 503, 504}
+_ERROR_TEXT = {
+    400: "invalid input; `detail` names the field",
+    401: "missing or invalid API key",
+    403: "not allowed (admin key needed, or promotion disabled)",
+    404: "unknown pipeline, run, job, adapter or version",
+    413: "request body larger than the limit",
+    415: "unsupported content type",
+    500: "the pipeline or the system failed (no internals in the body)",
+    503: "queue full; retry after `Retry-After` seconds",
+    504: "the run passed its deadline; stored as failed with reason `timeout`",
+}
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[code], generate_examples=False)
+        for code in codes
+    }
 
 
 class PipelinesController(Controller):
@@ -505,7 +536,7 @@ class PipelinesController(Controller):
     tags = ["runs"]  # noqa: RUF012
     security = [{_BEARER: []}]  # noqa: RUF012
 
-    @get("/", summary="List served pipelines", tags=["pipelines"])
+    @get("/", summary="List served pipelines", tags=["pipelines"], responses=_errors(401))
     async def list_pipelines(self, service: ApiService) -> list[PipelineInfo]:
         """Names, stages and adapter versions in use of every served pipeline."""
         return await anyio.to_thread.run_sync(service.pipelines)
@@ -515,7 +546,7 @@ class PipelinesController(Controller):
         status_code=201,
         summary="Run a pipeline on one document",
         operation_class=_RunBodyOperation,
-        raises=[ValidationException],
+        responses=_errors(400, 401, 404, 413, 415, 500, 503, 504),
     )
     async def create_run(self, request: Request[Any, Any, Any], name: str, service: ApiService) -> Response[RunResult]:
         """Run `name` on a JSON document or an uploaded file; waits for the result (201).
@@ -534,6 +565,7 @@ class PipelinesController(Controller):
         status_code=202,
         summary="Run a pipeline on many documents in the background",
         operation_class=_JobBodyOperation,
+        responses=_errors(400, 401, 404, 413, 415, 503),
     )
     async def create_job(self, request: Request[Any, Any, Any], name: str, service: ApiService) -> Response[JobRecord]:
         """Accept a batch (JSON documents or several `file` parts); returns the job (202). Poll GET /v1/jobs/{id}."""
@@ -551,12 +583,15 @@ class RunsController(Controller):
     tags = ["runs"]  # noqa: RUF012
     security = [{_BEARER: []}]  # noqa: RUF012
 
-    @get("/{run_id:str}", summary="Get a stored run")
+    @get("/{run_id:str}", summary="Get a stored run", responses=_errors(401, 404))
     async def get_run(self, run_id: str, service: ApiService) -> RunRecord:
         """The run's status, input and result (404 when unknown)."""
         return service.store.get_run(run_id)
 
-    @post("/{run_id:str}/feedback", status_code=201, summary="Give feedback on a stage of a run", tags=["feedback"])
+    @post(
+        "/{run_id:str}/feedback", status_code=201, summary="Give feedback on a stage of a run", tags=["feedback"],
+        responses=_errors(400, 401, 404, 413),
+    )
     async def add_feedback(self, run_id: str, data: FeedbackRequest, service: ApiService) -> FeedbackRecord:
         """Rating -1/0/1 and an optional correction of one stage's output; becomes training data."""
         return await anyio.to_thread.run_sync(service.store.add_feedback, run_id, data)
@@ -570,10 +605,19 @@ class JobsController(Controller):
     tags = ["runs"]  # noqa: RUF012
     security = [{_BEARER: []}]  # noqa: RUF012
 
-    @get("/{job_id:str}", summary="Get a job's progress")
+    @get("/{job_id:str}", summary="Get a job's progress", responses=_errors(401, 404))
     async def get_job(self, job_id: str, service: ApiService) -> JobRecord:
         """done/total, counts per status, run ids (404 when unknown)."""
         return service.store.get_job(job_id)
+
+
+AdapterName = Annotated[
+    str,
+    Parameter(
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62}[A-Za-z0-9_-])?$",
+        description="adapter name: letters, digits, `_`, `-`, `.`",
+    ),
+]
 
 
 class AdaptersController(Controller):
@@ -584,18 +628,24 @@ class AdaptersController(Controller):
     tags = ["adapters"]  # noqa: RUF012
     security = [{_BEARER: []}]  # noqa: RUF012
 
-    @get("/", summary="List adapters")
+    @get("/", summary="List adapters", responses=_errors(401, 500))
     async def list_adapters(self, service: ApiService) -> list[AdapterInfo]:
         """Names, versions, promoted version, metrics and use by the served pipelines."""
         return await anyio.to_thread.run_sync(service.adapters)
 
-    @post("/{name:str}/promote", status_code=200, guards=[require_admin], summary="Promote a version (admin)")
-    async def promote(self, name: str, data: PromoteRequest, service: ApiService) -> PromotionResult:
+    @post(
+        "/{name:str}/promote", status_code=200, guards=[require_admin], summary="Promote a version (admin)",
+        responses=_errors(400, 401, 403, 404, 500),
+    )
+    async def promote(self, name: AdapterName, data: PromoteRequest, service: ApiService) -> PromotionResult:
         """Promote a version; every router refreshes, so the next run uses it without restart."""
         return await anyio.to_thread.run_sync(service.change_promotion, name, data.version)
 
-    @post("/{name:str}/rollback", status_code=200, guards=[require_admin], summary="Roll back a promotion (admin)")
-    async def rollback(self, name: str, service: ApiService) -> PromotionResult:
+    @post(
+        "/{name:str}/rollback", status_code=200, guards=[require_admin], summary="Roll back a promotion (admin)",
+        responses=_errors(400, 401, 403, 404, 500),
+    )
+    async def rollback(self, name: AdapterName, service: ApiService) -> PromotionResult:
         """Promote again the version promoted before; every router refreshes."""
         return await anyio.to_thread.run_sync(service.change_promotion, name, None)
 
@@ -606,7 +656,10 @@ def health() -> Health:
     return Health(status="alive")
 
 
-@get("/ready", tags=["operations"], summary="Readiness", sync_to_thread=False)
+@get(
+    "/ready", tags=["operations"], summary="Readiness", sync_to_thread=False,
+    responses={503: ResponseSpec(data_container=Readiness, description="not ready", generate_examples=False)},
+)
 def ready(state: State) -> Response[Readiness]:
     """200 when routers are loaded, the store is open and the workers run; else 503."""
     service: ApiService | None = state.get("service")
@@ -658,7 +711,7 @@ def create_app(
         queue = RunQueue(
             store, routers, app_metrics,
             workers=settings.workers, queue_size=settings.queue_size, job_backlog=settings.job_backlog,
-            run_timeout_s=settings.run_timeout_s, retry_after_s=settings.retry_after_s,
+            run_timeout_s=settings.run_timeout_s, retry_after_s=settings.retry_after_s, max_batch=settings.max_batch,
         )
         app_metrics.bind_queue_depth(lambda: queue.depth)
         queue.start()
@@ -672,7 +725,7 @@ def create_app(
         service.store.close()
         app.state.service = None
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[PipelinesController, RunsController, JobsController, AdaptersController,
                         health, ready, metrics, playground],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
@@ -685,6 +738,7 @@ def create_app(
         on_shutdown=[shutdown],
         state=State({"settings": settings, "metrics": app_metrics, "service": None}),
         request_max_body_size=settings.max_body_bytes,
+        plugins=[PydanticPlugin(validate_strict=True)],  # `true` is not a version, `1.0` not a rating
         openapi_config=OpenAPIConfig(
             title="loragraph",
             version=_version(),
@@ -702,6 +756,57 @@ def create_app(
         ),
         debug=False,
     )
+    _tighten_schema(app, list(routers))
+    return app
+
+
+def _tighten_schema(app: Litestar, pipelines: list[str]) -> None:
+    """Say in the OpenAPI document what Litestar leaves out.
+
+    - ``additionalProperties: false`` for request models with pydantic ``extra="forbid"``;
+    - the served pipeline names as the ``enum`` of the ``{name}`` path parameter of the run
+      and job endpoints (404 for any other name);
+    - links from a created run or job to the endpoints that read it.
+    """
+    from litestar.openapi.spec import Link
+
+    from loragraph.api import models
+
+    openapi = app.openapi_schema
+    schemas = (openapi.components.schemas or {}) if openapi.components else {}
+    for name, schema in schemas.items():
+        model = getattr(models, name, None)
+        if isinstance(model, type) and getattr(model, "model_config", {}).get("extra") == "forbid":
+            schema.additional_properties = False
+    paths = openapi.paths or {}
+
+    def operation_id(path: str, method: str) -> str | None:
+        item = paths.get(path)
+        operation = getattr(item, method, None) if item else None
+        return operation.operation_id if operation else None
+
+    targets = {
+        "/v1/pipelines/{name}/runs": {
+            "GetRun": ("/v1/runs/{run_id}", "get", "run_id"),
+            "GiveFeedback": ("/v1/runs/{run_id}/feedback", "post", "run_id"),
+        },
+        "/v1/pipelines/{name}/jobs": {"GetJob": ("/v1/jobs/{job_id}", "get", "job_id")},
+    }
+    for path, links in targets.items():
+        item = paths.get(path)
+        operation = item.post if item else None
+        if operation is None:
+            continue
+        for param in operation.parameters or []:
+            if getattr(param, "name", None) == "name" and getattr(param, "schema", None) is not None and pipelines:
+                param.schema.enum = list(pipelines)  # type: ignore[union-attr]
+        for code, response in (operation.responses or {}).items():
+            if code.startswith("2") and hasattr(response, "links"):
+                response.links = {
+                    link: Link(operation_id=operation_id(target, method), parameters={param: "$response.body#/id"})
+                    for link, (target, method, param) in links.items()
+                    if operation_id(target, method)
+                }
 
 
 def _version() -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loragraph.router.result import RunResult
 
@@ -53,7 +53,7 @@ def _check_unicode(value: Any, path: str) -> None:
 class _Request(BaseModel):
     """A request body: unknown fields are refused, strings must be encodable text."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="after")
     def _encodable(self) -> Any:
@@ -122,9 +122,18 @@ class FeedbackRequest(_Request):
     )
     comment: str | None = Field(None, max_length=4000, description="free-text comment")
 
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be -1, 0 or 1, not a boolean")
+        return value
+
 
 class FeedbackRecord(FeedbackRequest):
     """Stored feedback."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
 
     id: int = Field(description="feedback id")
     run_id: str = Field(description="the run it is about")
@@ -168,18 +177,10 @@ class AdapterInfo(BaseModel):
     in_use: list[str] = Field(description="`pipeline: name@vN` for every served pipeline using this adapter")
 
 
-def _version_number(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower().lstrip("v").isdigit():
-        return int(value.strip().lower().lstrip("v"))
-    return value
-
-
 class PromoteRequest(_Request):
     """Which version to promote."""
 
-    version: Annotated[int, BeforeValidator(_version_number)] = Field(
-        ge=1, description="version number to promote (`3` or `\"v3\"`)"
-    )
+    version: int = Field(ge=1, description="version number to promote, e.g. `3` for `name@v3`")
 
 
 class PromotionResult(BaseModel):

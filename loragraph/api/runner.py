@@ -4,6 +4,11 @@ Interactive runs (POST .../runs, the client waits) go to a queue of ``queue_size
 job runs to a backlog of ``job_backlog``. Workers always take interactive runs first. A
 full queue raises ``QueueFullError`` (503 + Retry-After) before anything is stored.
 
+Batching: a worker takes the next run and every other run of the same pipeline waiting
+at that moment (up to ``max_batch``) and calls ``router.run_many(texts, run_ids=...,
+deadlines=...)`` once, so each stage's adapter runs one batched forward pass for all of
+them (routers without that signature get one ``run`` call per document).
+
 Deadlines: an interactive run's deadline is set when it is accepted (the client waits);
 a job run's when a worker starts it. A run whose deadline passed while queued is failed
 with reason `timeout` without calling the router; the router gets the deadline and stops
@@ -67,6 +72,15 @@ def _accepts_deadline(router: RouterLike) -> bool:
     return "deadline" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _accepts_batches(router: RouterLike) -> bool:
+    run_many = getattr(router, "run_many", None)
+    try:
+        params = inspect.signature(run_many).parameters if run_many is not None else {}
+    except (TypeError, ValueError):
+        return False
+    return {"run_ids", "deadlines"} <= set(params)
+
+
 class RunQueue:
     """Bounded queues and ``workers`` threads running pipelines."""
 
@@ -81,6 +95,7 @@ class RunQueue:
         job_backlog: int,
         run_timeout_s: float,
         retry_after_s: int,
+        max_batch: int = 8,
     ) -> None:
         self.store = store
         self.routers = routers
@@ -97,7 +112,9 @@ class RunQueue:
         self._stopping = False
         self._running = 0
         self._reserved = {True: 0, False: 0}
+        self.max_batch = max_batch
         self._deadline_ok = {name: _accepts_deadline(r) for name, r in routers.items()}
+        self._batching = {name: max_batch > 1 and _accepts_batches(r) for name, r in routers.items()}
 
     # ------------------------------------------------------------------ state
 
@@ -185,27 +202,37 @@ class RunQueue:
 
     # ------------------------------------------------------------------ work
 
-    def _next(self) -> WorkItem | None:
+    def _next(self) -> list[WorkItem] | None:
+        """The next run, plus up to ``max_batch - 1`` others of the same pipeline waiting now."""
         with self._cond:
             while not self._stopping and not self._interactive and not self._jobs:
                 self._cond.wait()
             if self._stopping:
                 return None
-            item = self._interactive.popleft() if self._interactive else self._jobs.popleft()
-            self._running += 1
-            return item
+            first = self._interactive.popleft() if self._interactive else self._jobs.popleft()
+            batch = [first]
+            if self._batching.get(first.pipeline):
+                for source in (self._interactive, self._jobs):
+                    for item in [i for i in source if i.pipeline == first.pipeline]:
+                        if len(batch) >= self.max_batch:
+                            break
+                        source.remove(item)
+                        batch.append(item)
+            self._running += len(batch)
+            return batch
 
     def _work(self) -> None:
-        while (item := self._next()) is not None:
+        while (batch := self._next()) is not None:
             try:
-                self._process(item)
+                self._process(batch)
             except BaseException as exc:  # never let a worker die silently
-                log.exception("worker failed on run %s", item.run_id)
-                if not item.future.done():
-                    item.future.set_exception(exc)
+                log.exception("worker failed on runs %s", [i.run_id for i in batch])
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
             finally:
                 with self._cond:
-                    self._running -= 1
+                    self._running -= len(batch)
 
     def _timed_out(self, item: WorkItem) -> RunTimedOutError:
         return RunTimedOutError(
@@ -213,41 +240,74 @@ class RunQueue:
             run_id=item.run_id,
         )
 
-    def _process(self, item: WorkItem) -> None:
+    def _expire(self, item: WorkItem) -> None:
+        if self.store.fail(item.run_id, TIMEOUT):
+            self.metrics.observe_failure(item.pipeline, "timeout")
+        item.future.set_exception(self._timed_out(item))
+
+    def _start(self, item: WorkItem) -> float | None:
+        """Mark one run running; its deadline, or None when it must not run."""
         if not item.future.set_running_or_notify_cancel():
             self.store.fail(item.run_id, "cancelled")
-            return
+            return None
         deadline = item.deadline if item.deadline is not None else time.monotonic() + self.run_timeout_s
-        if time.monotonic() >= deadline:
-            if self.store.fail(item.run_id, TIMEOUT):
-                self.metrics.observe_failure(item.pipeline, "timeout")
-            item.future.set_exception(self._timed_out(item))
-            return
+        if time.monotonic() >= deadline:  # expired while queued: never reaches the router
+            self._expire(item)
+            return None
         if not self.store.mark_running(item.run_id):  # failed meanwhile (client-side timeout)
             item.future.set_exception(self._timed_out(item))
+            return None
+        return deadline
+
+    def _process(self, batch: list[WorkItem]) -> None:
+        live: list[tuple[WorkItem, float]] = []
+        for item in batch:
+            deadline = self._start(item)
+            if deadline is not None:
+                live.append((item, deadline))
+        if not live:
             return
-        router = self.routers[item.pipeline]
-        self.metrics.in_progress.inc()
+        pipeline = live[0][0].pipeline
+        router = self.routers[pipeline]
+        self.metrics.in_progress.inc(len(live))
         try:
-            kwargs: dict[str, Any] = {"run_id": item.run_id}
-            if self._deadline_ok.get(item.pipeline):
-                kwargs["deadline"] = deadline
-            result = router.run(item.text, **kwargs)
-        except Exception as exc:
-            timed_out = time.monotonic() >= deadline or type(exc).__name__ == "RunTimeout"
-            if timed_out:
-                reason, kind = TIMEOUT, "timeout"
-            elif isinstance(exc, UserError):
-                reason, kind = f"input: {scrub(str(exc))}", "input"
+            if len(live) > 1:
+                results = router.run_many(  # type: ignore[attr-defined]
+                    [i.text for i, _ in live], run_ids=[i.run_id for i, _ in live], deadlines=[d for _, d in live]
+                )
             else:
-                reason, kind = f"error: {scrub(str(exc)) or type(exc).__name__}", "error"
-                log.error("run %s of `%s` failed", item.run_id, item.pipeline, exc_info=exc)
-            if self.store.fail(item.run_id, reason):
-                self.metrics.observe_failure(item.pipeline, kind)
-            item.future.set_exception(self._timed_out(item) if timed_out else exc)
+                item, deadline = live[0]
+                kwargs: dict[str, Any] = {"run_id": item.run_id}
+                if self._deadline_ok.get(pipeline):
+                    kwargs["deadline"] = deadline
+                results = [router.run(item.text, **kwargs)]
+        except Exception as exc:
+            for item, deadline in live:
+                self._failed(item, deadline, exc)
             return
         finally:
-            self.metrics.in_progress.dec()
+            self.metrics.in_progress.dec(len(live))
+        for (item, deadline), result in zip(live, results, strict=True):
+            self._finished(item, deadline, result)
+
+    def _failed(self, item: WorkItem, deadline: float, exc: Exception) -> None:
+        timed_out = time.monotonic() >= deadline or type(exc).__name__ == "RunTimeout"
+        if timed_out:
+            reason, kind = TIMEOUT, "timeout"
+        elif isinstance(exc, UserError):
+            reason, kind = f"input: {scrub(str(exc))}", "input"
+        else:
+            reason, kind = f"error: {scrub(str(exc)) or type(exc).__name__}", "error"
+            log.error("run %s of `%s` failed", item.run_id, item.pipeline, exc_info=exc)
+        if self.store.fail(item.run_id, reason):
+            self.metrics.observe_failure(item.pipeline, kind)
+        item.future.set_exception(self._timed_out(item) if timed_out else exc)
+
+    def _finished(self, item: WorkItem, deadline: float, result: RunResult) -> None:
+        if result.status == "error" and time.monotonic() >= deadline:
+            # the router reports a deadline passed between steps as an `error` result
+            self._expire(item)
+            return
         if result.id != item.run_id or result.pipeline != item.pipeline:
             result = result.model_copy(update={"id": item.run_id, "pipeline": item.pipeline})
         if self.store.finish(item.run_id, result):

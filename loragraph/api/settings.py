@@ -44,6 +44,7 @@ class ApiSettings(BaseModel):
     job_backlog: int = Field(10_000, ge=1, description="batch-job documents that may wait; more -> 503")
     max_job_documents: int = Field(1000, ge=1, description="most documents in one batch job")
     workers: int = Field(2, ge=1, le=256, description="threads calling `router.run` concurrently")
+    max_batch: int = Field(8, ge=1, le=256, description="most runs of one pipeline a worker hands to `run_many` at once")
     run_timeout_s: float = Field(60.0, gt=0, description="per-run deadline; past it the run fails with reason `timeout` (504)")
     retry_after_s: int = Field(1, ge=1, description="`Retry-After` seconds sent with a 503")
     shutdown_grace_s: float = Field(10.0, ge=0, description="how long shutdown waits for running runs")

@@ -126,7 +126,7 @@ class Store:
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: dict[int, sqlite3.Connection] = {}  # thread ident -> that thread's reader
         self._readers_lock = threading.Lock()
         self._closed = False
         with self._write_lock:
@@ -148,7 +148,11 @@ class Store:
             conn = self._connect()
             self._local.conn, self._local.pid = conn, os.getpid()
             with self._readers_lock:
-                self._readers.append(conn)
+                # threads come and go (anyio's pool); close the readers of finished ones
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._readers if i not in alive]:
+                    self._readers.pop(ident).close()
+                self._readers[threading.get_ident()] = conn
         return conn
 
     @contextmanager
@@ -172,7 +176,7 @@ class Store:
             self._closed = True
             self._writer.close()
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._readers.values():
                 conn.close()
             self._readers.clear()
 

@@ -17,7 +17,7 @@ import networkx as nx
 
 from loragraph.pipelines.spec import EdgeSpec, PipelineSpec, StageSpec
 
-__all__ = ["KIND_COLORS", "layers", "to_mermaid", "draw_png", "write_drawings"]
+__all__ = ["KIND_COLORS", "draw_png", "layers", "to_mermaid", "write_drawings"]
 
 KIND_COLORS: dict[str, tuple[str, str]] = {
     "classify": ("#dbeafe", "#1d4ed8"),
@@ -29,7 +29,8 @@ KIND_COLORS: dict[str, tuple[str, str]] = {
 
 
 def _mermaid_text(text: str) -> str:
-    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;").replace("|", "#124;")
+    # quotes end a label, `<` would open HTML, `|` ends an edge label; `>` is harmless
+    return text.replace('"', "#quot;").replace("<", "#lt;").replace("|", "#124;")
 
 
 def _node_text(name: str, stage: StageSpec) -> str:
@@ -46,7 +47,10 @@ def _valid_edges(spec: PipelineSpec) -> list[EdgeSpec]:
 
 def to_mermaid(spec: PipelineSpec) -> str:
     """A Mermaid ``flowchart TD`` of the pipeline (node ids are ``s_<stage>``)."""
-    lines = ["flowchart TD", f"  %% pipeline {spec.name}: base {spec.base.name} ({spec.base.quantization})"]
+    lines = [
+        "flowchart TD",
+        f"  %% pipeline {spec.name}: base {spec.base.name} ({spec.base.quantization})",
+    ]
     lines.append("  start((start))")
     for name, stage in spec.stages.items():
         text = _node_text(name, stage)
@@ -65,7 +69,9 @@ def to_mermaid(spec: PipelineSpec) -> str:
             lines.append(f"  s_{edge.from_} {arrow} s_{edge.to}")
     for kind, (fill, stroke) in KIND_COLORS.items():
         width = "3px" if kind == "guardrail" else "1px"
-        lines.append(f"  classDef {kind} fill:{fill},stroke:{stroke},stroke-width:{width},color:#111")
+        lines.append(
+            f"  classDef {kind} fill:{fill},stroke:{stroke},stroke-width:{width},color:#111"
+        )
         members = [f"s_{n}" for n, s in spec.stages.items() if s.kind == kind]
         if members:
             lines.append(f"  class {','.join(members)} {kind}")
@@ -141,7 +147,9 @@ def draw_png(spec: PipelineSpec, path: str | Path, *, dpi: int = 150) -> Path:
             (x - box_w / 2, y - box_h / 2),
             box_w,
             box_h,
-            boxstyle="round,pad=0.02,rounding_size=0.18" if not guard else "sawtooth,pad=0.02,tooth_size=0.08",
+            boxstyle="round,pad=0.02,rounding_size=0.18"
+            if not guard
+            else "sawtooth,pad=0.02,tooth_size=0.08",
             facecolor=fill,
             edgecolor=stroke,
             linewidth=2.4 if guard else 1.4,
@@ -149,21 +157,35 @@ def draw_png(spec: PipelineSpec, path: str | Path, *, dpi: int = 150) -> Path:
         )
         ax.add_patch(patch)
         if name == spec.entry_stage:
-            ax.add_patch(RegularPolygon((x - box_w / 2 + 0.16, y + box_h / 2 - 0.16), 3, radius=0.1,
-                                        orientation=-1.5708, color=stroke, zorder=3))
+            ax.add_patch(
+                RegularPolygon(
+                    (x - box_w / 2 + 0.16, y + box_h / 2 - 0.16),
+                    3,
+                    radius=0.1,
+                    orientation=-1.5708,
+                    color=stroke,
+                    zorder=3,
+                )
+            )
         detail = f"{stage.kind} · {stage.adapter}"
         if guard:
             detail += f"\n{stage.policy} if ≥ {stage.threshold:g} on {stage.target}"
-        ax.text(x, y + 0.17, name, ha="center", va="center", fontsize=10.5, fontweight="bold", zorder=3)
+        ax.text(
+            x, y + 0.17, name, ha="center", va="center", fontsize=10.5, fontweight="bold", zorder=3
+        )
         ax.text(x, y - 0.2, detail, ha="center", va="center", fontsize=8.5, color="#333", zorder=3)
 
     for edge in _valid_edges(spec):
         (x0, y0), (x1, y1) = pos[edge.from_], pos[edge.to]
-        start = (x0, y0 - box_h / 2)
-        end = (x1, y1 + box_h / 2)
-        if y1 >= y0:  # back or sideways edge (only in invalid pipelines): go around the side
-            start, end = (x0 + box_w / 2, y0), (x1 + box_w / 2, y1)
         rad = 0.0 if abs(x1 - x0) < 1e-6 or y0 - y1 <= box_h + gap_y + 1e-6 else 0.18
+        if abs(y1 - y0) < 1e-6:  # same layer (only in cyclic pipelines): side to side
+            sign = 1 if x1 > x0 else -1
+            start, end = (x0 + sign * box_w / 2, y0), (x1 - sign * box_w / 2, y1)
+        elif y1 > y0:  # a back edge (only in cyclic pipelines): bottom-up, curved
+            start, end = (x0, y0 + box_h / 2), (x1, y1 - box_h / 2)
+            rad = 0.3
+        else:
+            start, end = (x0, y0 - box_h / 2), (x1, y1 + box_h / 2)
         arrow = FancyArrowPatch(
             start,
             end,
@@ -193,13 +215,29 @@ def draw_png(spec: PipelineSpec, path: str | Path, *, dpi: int = 150) -> Path:
             )
 
     handles = [
-        plt.Line2D([], [], marker="s", linestyle="", markersize=10, markerfacecolor=fill, markeredgecolor=stroke, label=kind)
+        plt.Line2D(
+            [],
+            [],
+            marker="s",
+            linestyle="",
+            markersize=10,
+            markerfacecolor=fill,
+            markeredgecolor=stroke,
+            label=kind,
+        )
         for kind, (fill, stroke) in KIND_COLORS.items()
         if any(s.kind == kind for s in spec.stages.values())
     ]
     handles.append(plt.Line2D([], [], color="#7c3aed", label="when (conditional)"))
     handles.append(plt.Line2D([], [], color="#444", linestyle=(0, (4, 3)), label="else (default)"))
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, -0.02), fontsize=8, frameon=False, ncol=3)
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, -0.02),
+        fontsize=8,
+        frameon=False,
+        ncol=3,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")

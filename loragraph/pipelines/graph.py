@@ -44,7 +44,10 @@ def structure_problems(spec: PipelineSpec) -> list[Problem]:
     stages = list(spec.stages)
     if spec.entry is not None and spec.entry not in spec.stages:
         problems.append(
-            Problem(spec.where(("entry",)), f"`entry` names stage `{spec.entry}`, which does not exist; stages are {_names(stages)}")
+            Problem(
+                spec.where(("entry",)),
+                f"`entry` names stage `{spec.entry}`, which does not exist; stages are {_names(stages)}",
+            )
         )
     seen: dict[tuple[str, str], int] = {}
     graph = nx.DiGraph()
@@ -83,7 +86,9 @@ def structure_problems(spec: PipelineSpec) -> list[Problem]:
         # blame the edge written last in the file; start the loop printout at its target
         pairs = list(zip(cycle, [*cycle[1:], cycle[0]], strict=True))
         closing = max(graph.edges[a, b]["index"] for a, b in pairs)
-        start = next(i for i, (a, b) in enumerate(pairs) if graph.edges[a, b]["index"] == closing) + 1
+        start = (
+            next(i for i, (a, b) in enumerate(pairs) if graph.edges[a, b]["index"] == closing) + 1
+        )
         rotated = cycle[start:] + cycle[:start]
         loop = [*rotated, rotated[0]]
         problems.append(
@@ -103,12 +108,16 @@ def build_graph(spec: PipelineSpec) -> nx.DiGraph:
     """
     problems = structure_problems(spec)
     if problems:
-        raise PipelineValidationError(problems, where=spec.source.file if spec.source else f"pipeline `{spec.name}`")
+        raise PipelineValidationError(
+            problems, where=spec.source.file if spec.source else f"pipeline `{spec.name}`"
+        )
     graph = nx.DiGraph(name=spec.name, entry=spec.entry_stage, spec=spec)
     for name, stage in spec.stages.items():
         graph.add_node(name, stage=stage, kind=stage.kind, adapter=stage.adapter)
     for i, edge in enumerate(spec.edges):
-        graph.add_edge(edge.from_, edge.to, edge=edge, index=i, when=list(edge.when), default=edge.default)
+        graph.add_edge(
+            edge.from_, edge.to, edge=edge, index=i, when=list(edge.when), default=edge.default
+        )
     return graph
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ __all__ = [
     "GENERATE_ONLY_FIELDS",
     "GUARDRAIL_ONLY_FIELDS",
     "RESERVED_NAMES",
+    "SAFE_LABEL",
     "STAGE_OUTPUTS",
     "ChunkingSpec",
     "CombineMode",
@@ -98,12 +99,15 @@ GENERATE_ONLY_FIELDS = ("prompt", "system", "max_new_tokens")
 GUARDRAIL_ONLY_FIELDS = ("target", "policy", "threshold", "flag_labels", "fallback", "on_error")
 
 _STAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_PIPELINE_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
-_FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"
+_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_FIELD_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$")
 
 RESERVED_NAMES = frozenset({"text", "input", "true", "false", "none", "loop", "self"})
 """Names a stage cannot take: ``text`` is the document, ``input`` a guardrail target,
 the rest mean something else inside a prompt template."""
+
+SAFE_LABEL = "safe"
+"""The guardrail label that passes when a stage sets no ``flag_labels``."""
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -128,8 +132,9 @@ def parse_adapter_ref(ref: str) -> tuple[str, int | None]:
         return parse_ref(ref)
     except ConfigError as exc:
         raise ConfigError(
-            f"`adapter` must be `name` (the promoted version) or `name@vN` (pinned version N); {exc.message}"
-        ) from None
+            "`adapter` must be `name` (the promoted version) or `name@vN` (pinned version N), "
+            f"where a name is letters, digits, `_`, `-` or `.`; got {ref!r}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- conditions
@@ -144,7 +149,6 @@ class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     field: str = Field(
-        pattern=_FIELD_PATTERN,
         description="dotted path into the run context: `<stage>.<key>` such as `intent.label`, "
         "`intent.score`, `intent.scores.refund_request`, `guard_in.passed`, `entities.entities`; "
         "or `text` (the document)",
@@ -159,15 +163,28 @@ class Condition(BaseModel):
         description="what the field is compared with: a string, number or boolean; a list for `in`/`not_in`"
     )
 
+    @field_validator("field")
+    @classmethod
+    def _dotted_path(cls, value: str) -> str:
+        if not _FIELD_PATTERN.match(value):
+            raise _fail(
+                f"`field` must be a dotted path such as `intent.label` or `text`, got {value!r}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _value_matches_op(self) -> Condition:
         value = self.value
         if self.op in ("in", "not_in"):
             if not isinstance(value, list) or not value:
-                raise _fail(f"`value` must be a non-empty list for `op: {self.op}`, got {value!r}", "value")
+                raise _fail(
+                    f"`value` must be a non-empty list for `op: {self.op}`, got {value!r}", "value"
+                )
             bad = [v for v in value if not isinstance(v, _SCALARS)]
             if bad:
-                raise _fail(f"`value` must list strings, numbers or booleans, got {bad[0]!r}", "value")
+                raise _fail(
+                    f"`value` must list strings, numbers or booleans, got {bad[0]!r}", "value"
+                )
         elif self.op in ("gt", "ge", "lt", "le"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _fail(f"`value` must be a number for `op: {self.op}`, got {value!r}", "value")
@@ -193,8 +210,14 @@ class Condition(BaseModel):
         def show(v: Any) -> str:
             return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
-        value = "[" + ", ".join(map(show, self.value)) + "]" if isinstance(self.value, list) else show(self.value)
-        symbol = {"eq": "==", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}.get(self.op, self.op.replace("_", " "))
+        value = (
+            "[" + ", ".join(map(show, self.value)) + "]"
+            if isinstance(self.value, list)
+            else show(self.value)
+        )
+        symbol = {"eq": "==", "ne": "!=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}.get(
+            self.op, self.op.replace("_", " ")
+        )
         return f"{self.field} {symbol} {value}"
 
 
@@ -219,12 +242,17 @@ class EdgeSpec(BaseModel):
     @field_validator("when", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return []
         return [value] if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _default_xor_when(self) -> EdgeSpec:
         if self.default and self.when:
-            raise _fail("`default: true` cannot be combined with `when`: a default edge is the else-branch", "default")
+            raise _fail(
+                "`default: true` cannot be combined with `when`: a default edge is the else-branch",
+                "default",
+            )
         return self
 
     @property
@@ -248,7 +276,9 @@ class ChunkingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_chars: int = Field(2000, ge=100, le=1_000_000, description="characters per chunk")
-    overlap: int = Field(200, ge=0, description="characters shared by consecutive chunks (less than `max_chars`)")
+    overlap: int = Field(
+        200, ge=0, description="characters shared by consecutive chunks (less than `max_chars`)"
+    )
     combine: CombineMode | None = Field(
         None,
         description="how chunk results become one output: classify/guardrail `vote` (majority label), "
@@ -259,7 +289,10 @@ class ChunkingSpec(BaseModel):
     @model_validator(mode="after")
     def _overlap_smaller(self) -> ChunkingSpec:
         if self.overlap >= self.max_chars:
-            raise _fail(f"`overlap` must be less than `max_chars` ({self.max_chars}), got {self.overlap}", "overlap")
+            raise _fail(
+                f"`overlap` must be less than `max_chars` ({self.max_chars}), got {self.overlap}",
+                "overlap",
+            )
         return self
 
 
@@ -283,17 +316,20 @@ class StageSpec(BaseModel):
         "name, e.g. `{{ intent.label }}`); default: the prompt the adapter was trained with",
     )
     system: str | None = Field(
-        None, description="generate: system message before the prompt; default: the adapter's own, if any"
+        None,
+        description="generate: system message before the prompt; default: the adapter's own, if any",
     )
     inputs: list[str] | None = Field(
         None,
+        min_length=1,
         description="names this stage reads: `text` or earlier stage names. generate: the template "
         "context is limited to these; classify/tag: at most one, the text to read (`text` or a "
         "generate stage). Default: generate reads everything before it, classify/tag read `text`",
     )
     max_new_tokens: int = Field(128, ge=1, le=4096, description="generate: most tokens to decode")
     chunking: ChunkingSpec | None = Field(
-        None, description="split long documents into chunks and combine the results; absent = one pass"
+        None,
+        description="split long documents into chunks and combine the results; absent = one pass",
     )
     target: str = Field(
         "input",
@@ -306,7 +342,10 @@ class StageSpec(BaseModel):
         "go on), `replace` (answer `fallback` instead) or `escalate` (hand to a human)",
     )
     threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="guardrail: fails when a flagged label scores at or above this"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="guardrail: fails when a flagged label scores at or above this",
     )
     flag_labels: list[str] | None = Field(
         None,
@@ -314,7 +353,8 @@ class StageSpec(BaseModel):
         "`safe`",
     )
     fallback: str | None = Field(
-        None, description="guardrail: the reply used instead of the flagged text (required for `replace`)"
+        None,
+        description="guardrail: the reply used instead of the flagged text (required for `replace`)",
     )
     on_error: OnError = Field(
         "fail_closed",
@@ -337,13 +377,20 @@ class StageSpec(BaseModel):
         if self.kind != "generate":
             for name in GENERATE_ONLY_FIELDS:
                 if name in given:
-                    raise _fail(f"`{name}` is only for `kind: generate`, not `kind: {self.kind}`", name)
+                    raise _fail(
+                        f"`{name}` is only for `kind: generate`, not `kind: {self.kind}`", name
+                    )
         if self.kind != "guardrail":
             for name in GUARDRAIL_ONLY_FIELDS:
                 if name in given:
-                    raise _fail(f"`{name}` is only for `kind: guardrail`, not `kind: {self.kind}`", name)
+                    raise _fail(
+                        f"`{name}` is only for `kind: guardrail`, not `kind: {self.kind}`", name
+                    )
         if self.kind == "guardrail" and self.inputs is not None:
-            raise _fail("`inputs` is not for `kind: guardrail`; use `target` to name what it checks", "inputs")
+            raise _fail(
+                "`inputs` is not for `kind: guardrail`; use `target` to name what it checks",
+                "inputs",
+            )
         if self.kind in ("classify", "tag") and self.inputs is not None and len(self.inputs) != 1:
             raise _fail(
                 f"`inputs` of a `{self.kind}` stage names the one text it reads (`text` or a generate "
@@ -353,10 +400,16 @@ class StageSpec(BaseModel):
         if self.inputs is not None and len(set(self.inputs)) != len(self.inputs):
             raise _fail(f"`inputs` must not repeat names, got {self.inputs}", "inputs")
         if self.kind == "guardrail" and self.policy == "replace" and not self.fallback:
-            raise _fail("`fallback` (the reply to send instead) is required for `policy: replace`", "fallback")
+            raise _fail(
+                "`fallback` (the reply to send instead) is required for `policy: replace`",
+                "fallback",
+            )
         if self.prompt is not None:
             if not self.prompt.strip():
-                raise _fail("`prompt` must not be empty; leave it out to use the adapter's trained prompt", "prompt")
+                raise _fail(
+                    "`prompt` must not be empty; leave it out to use the adapter's trained prompt",
+                    "prompt",
+                )
             try:
                 template_variables(self.prompt)
             except ConfigError as exc:
@@ -402,6 +455,20 @@ class StageSpec(BaseModel):
             return self.chunking.combine
         return COMBINE_MODES[self.kind][0]
 
+    def select_context(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of the run context this stage may read: everything, or only ``inputs``
+        (names not in the context are left out; validation makes sure they are there)."""
+        if self.inputs is None:
+            return dict(context)
+        return {name: context[name] for name in self.inputs if name in context}
+
+    def flagged_labels(self, adapter_labels: Sequence[str]) -> list[str]:
+        """guardrail: the adapter labels that count as a violation (``flag_labels``, or
+        every label except ``safe``)."""
+        if self.flag_labels is not None:
+            return list(self.flag_labels)
+        return [label for label in adapter_labels if label != SAFE_LABEL]
+
 
 class LimitsSpec(BaseModel):
     """Limits on what one run may read and do."""
@@ -409,10 +476,16 @@ class LimitsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_document_chars: int = Field(
-        50_000, ge=1, description="longest document accepted (characters); longer ones are an input error"
+        50_000,
+        ge=1,
+        description="longest document accepted (characters); longer ones are an input error",
     )
-    max_chunks: int = Field(16, ge=1, le=1024, description="most chunks a chunked stage splits a document into")
-    timeout_s: float | None = Field(None, gt=0, description="wall-clock limit of one run in seconds; absent = none")
+    max_chunks: int = Field(
+        16, ge=1, le=1024, description="most chunks a chunked stage splits a document into"
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="wall-clock limit of one run in seconds; absent = none"
+    )
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -424,7 +497,6 @@ class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(
-        pattern=_PIPELINE_NAME,
         description="pipeline name (lowercase letters, digits, `_`, `-`), e.g. `customer-service`",
     )
     description: str = Field("", description="what the pipeline does, for people")
@@ -433,7 +505,9 @@ class PipelineSpec(BaseModel):
         description="the ONE shared base every adapter mounts on, and its quantization (adapters must "
         "have been trained on the same)",
     )
-    entry: str | None = Field(None, description="the stage a run starts at; default: the first stage")
+    entry: str | None = Field(
+        None, description="the stage a run starts at; default: the first stage"
+    )
     stages: dict[str, StageSpec] = Field(
         min_length=1,
         description="stage name -> stage, in file order; names are identifiers (letters, digits, `_`) "
@@ -448,9 +522,21 @@ class PipelineSpec(BaseModel):
         "priority order: the first that ran gives `RunResult.reply`. Default: the last generate stage "
         "that ran",
     )
-    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="document size, chunk and time limits")
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="document size, chunk and time limits"
+    )
 
     _source: SourceMap | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _pipeline_name(cls, value: str) -> str:
+        if not _PIPELINE_NAME.match(value):
+            raise _fail(
+                "`name` must be lowercase letters, digits, `_` or `-`, starting with a letter "
+                f"(at most 64), got {value!r}"
+            )
+        return value
 
     @field_validator("stages")
     @classmethod
@@ -490,6 +576,18 @@ class PipelineSpec(BaseModel):
         """The edges leaving ``stage``, in file order."""
         return [e for e in self.edges if e.from_ == stage]
 
+    def reply_stage(self, path: Sequence[str]) -> str | None:
+        """Which executed stage's text is the customer reply, given the stages a run
+        executed in order: the first of ``reply_from`` that ran, else the last generate
+        stage that ran, else None."""
+        ran = set(path)
+        if self.reply_from is not None:
+            return next((name for name in self.reply_from if name in ran), None)
+        generated = [
+            name for name in path if name in self.stages and self.stages[name].kind == "generate"
+        ]
+        return generated[-1] if generated else None
+
 
 # --------------------------------------------------------------------------- loading
 
@@ -508,7 +606,9 @@ _MODEL_AT: list[tuple[tuple[str, ...], type[BaseModel]]] = [
 def _model_at(loc: Loc) -> type[BaseModel] | None:
     for pattern, model in _MODEL_AT:
         if len(pattern) == len(loc) and all(
-            p == part or (p == "*" and isinstance(part, str)) or (p == "#" and isinstance(part, int))
+            p == part
+            or (p == "*" and isinstance(part, str))
+            or (p == "#" and isinstance(part, int))
             for p, part in zip(pattern, loc, strict=True)
         ):
             return model
@@ -525,29 +625,39 @@ def _resolve_loc(data: Any, loc: Sequence[Any]) -> Loc:
     out: list[str | int] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
+        present = (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        )
+        if present:
             out.append(part)
             cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        elif isinstance(part, str) and part != "[key]" and (isinstance(cur, dict) or cur is None):
+            # a missing key (the line of its parent is used): keep it in the path
             out.append(part)
-            cur = cur[part]
-        elif isinstance(part, str) and part not in ("[key]",) and not isinstance(cur, list):
-            # a missing key (or one inside a wrapped single condition): keep string keys
-            if isinstance(cur, dict) or cur is None:
-                out.append(part)
-                cur = None
+            cur = None
     return tuple(out)
+
+
+def _qualify(loc: Loc, message: str) -> str:
+    """Name the field by its full path: at ``stages.guard``, "`fallback` is required"
+    becomes "`stages.guard.fallback` is required"; other messages get a `path`: prefix."""
+    match = re.match(r"`([A-Za-z_][A-Za-z0-9_.]*)`", message)
+    if match is not None:
+        parts = match.group(1).split(".")
+        parent = loc[:-1] if loc and str(loc[-1]) == parts[0] else loc
+        return f"`{format_loc((*parent, *parts))}`{message[match.end() :]}"
+    return f"`{format_loc(loc) or 'pipeline'}`: {message}"
 
 
 def _problem(err: dict[str, Any], data: Any, source: SourceMap) -> Problem:
     loc = _resolve_loc(data, err["loc"])
     ctx = err.get("ctx") or {}
-    if err["type"] == "loragraph" and ctx.get("at") is not None:
-        at = ctx["at"]
-        sub = _resolve_loc(data, (*loc, at))
-        loc = sub if len(sub) > len(loc) else loc
-        field = format_loc(_resolve_loc(data, err["loc"])) or "pipeline"
-        return Problem(source.where(loc), f"`{field}`: {err['msg']}")
+    if err["type"] == "loragraph":
+        line_loc = loc
+        if ctx.get("at") is not None:
+            sub = _resolve_loc(data, (*loc, ctx["at"]))
+            line_loc = sub if len(sub) > len(loc) else loc
+        return Problem(source.where(line_loc), _qualify(loc, str(err["msg"])))
     path = format_loc(loc) or "pipeline"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -559,25 +669,28 @@ def _problem(err: dict[str, Any], data: Any, source: SourceMap) -> Problem:
         return Problem(source.where(loc), f"`{path}` is not a known field{hint}{listing}")
     if kind == "missing":
         return Problem(source.where(loc), f"`{path}` is required")
-    if kind == "loragraph":
-        return Problem(source.where(loc), f"`{path}`: {err['msg']}")
     msg = str(err["msg"]).removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     msg = msg.removeprefix("input ")
+    msg = re.sub(r" or instance of \w+", "", msg)
     return Problem(source.where(loc), f"`{path}` {msg}, got {err.get('input')!r}")
 
 
 def _build(data: Any, source: SourceMap, problems: list[Problem]) -> PipelineSpec:
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"a pipeline file must be a YAML mapping of fields, got {got}", where=source.where(()))
+        raise ConfigError(
+            f"a pipeline file must be a YAML mapping of fields, got {got}", where=source.where(())
+        )
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         problems = problems + [_problem(dict(e), data, source) for e in exc.errors()]
         spec = None
     if problems:
-        problems.sort(key=lambda p: source.line(()) if ":" not in p.where else int(p.where.rsplit(":", 1)[1]))
+        problems.sort(
+            key=lambda p: source.line(()) if ":" not in p.where else int(p.where.rsplit(":", 1)[1])
+        )
         raise PipelineValidationError(problems, where=source.file)
     assert spec is not None
     spec._source = source

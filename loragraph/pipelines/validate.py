@@ -30,6 +30,7 @@ from loragraph.errors import ConfigError, LoragraphError, PipelineValidationErro
 from loragraph.pipelines.graph import always_before, structure_problems
 from loragraph.pipelines.spec import (
     ADAPTER_KINDS,
+    SAFE_LABEL,
     STAGE_OUTPUTS,
     Condition,
     PipelineSpec,
@@ -67,7 +68,6 @@ _OPS_FOR_TYPE: dict[str, tuple[str, ...]] = {
     "list": ("contains",),
 }
 _GUARDRAIL_ACTIONS = get_args(GuardrailAction)
-SAFE_LABEL = "safe"
 
 
 def _names(names: Sequence[str]) -> str:
@@ -99,7 +99,9 @@ class _Context:
         return set(nx.ancestors(self.graph, stage)) if stage in self.graph else set()
 
 
-def _cond_loc(spec: PipelineSpec, edge: int, cond: int, key: str | None = None) -> tuple[str | int, ...]:
+def _cond_loc(
+    spec: PipelineSpec, edge: int, cond: int, key: str | None = None
+) -> tuple[str | int, ...]:
     """Location of a condition's key, whether ``when`` was written as a list or one mapping."""
     source = spec.source
     listed = ("edges", edge, "when", cond)
@@ -145,7 +147,10 @@ def _check_read(ctx: _Context, stage: str, name: str, loc: Sequence[str | int], 
     if name == "text":
         return True
     if name not in spec.stages:
-        ctx.add(loc, f"{what} reads `{name}`, which is neither `text` nor a stage; stages are {_names(list(spec.stages))}")
+        ctx.add(
+            loc,
+            f"{what} reads `{name}`, which is neither `text` nor a stage; stages are {_names(list(spec.stages))}",
+        )
         return False
     if name == stage:
         ctx.add(loc, f"{what} reads `{name}`, its own output, which does not exist before it runs")
@@ -161,29 +166,47 @@ def _check_read(ctx: _Context, stage: str, name: str, loc: Sequence[str | int], 
             f"route every path through `{name}` or stop reading it",
         )
     else:
-        ctx.add(loc, f"{what} reads `{name}`, but no stage before `{stage}` produces it (`{name}` never runs before `{stage}`)")
+        ctx.add(
+            loc,
+            f"{what} reads `{name}`, but no stage before `{stage}` produces it (`{name}` never runs before `{stage}`)",
+        )
     return False
 
 
-def _check_key(ctx: _Context, producer: str, key: Sequence[str], loc: Sequence[str | int], what: str) -> str | None:
+def _check_key(
+    ctx: _Context, producer: str, key: Sequence[str], loc: Sequence[str | int], what: str
+) -> str | None:
     """``producer.key...`` must be an output of the producer's kind; return the field type."""
     kind = ctx.spec.stages[producer].kind
     outputs = STAGE_OUTPUTS[kind]
     if not key:
         return None
     if key[0] not in outputs:
-        ctx.add(loc, f"{what} reads `{producer}.{key[0]}`, but a `{kind}` stage outputs only {_names(outputs)}")
+        ctx.add(
+            loc,
+            f"{what} reads `{producer}.{key[0]}`, but a `{kind}` stage outputs only {_names(outputs)}",
+        )
         return None
     depth = 2 if key[0] == "scores" else 1
     if len(key) > depth:
-        ctx.add(loc, f"{what} reads `{producer}.{'.'.join(key)}`, but `{key[0]}` has no field `{key[depth]}`")
+        ctx.add(
+            loc,
+            f"{what} reads `{producer}.{'.'.join(key)}`, but `{key[0]}` has no field `{key[depth]}`",
+        )
         return None
     if key[0] == "scores" and len(key) == 1:
         return "mapping"
     return _FIELD_TYPES[key[0]]
 
 
-def _check_template(ctx: _Context, stage: str, spec_stage: StageSpec, template: str, loc: Sequence[str | int], what: str) -> None:
+def _check_template(
+    ctx: _Context,
+    stage: str,
+    spec_stage: StageSpec,
+    template: str,
+    loc: Sequence[str | int],
+    what: str,
+) -> None:
     try:
         variables = template_variables(template)
         fields = template_fields(template)
@@ -193,7 +216,10 @@ def _check_template(ctx: _Context, stage: str, spec_stage: StageSpec, template: 
     allowed = set(spec_stage.inputs) if spec_stage.inputs is not None else None
     for name in sorted(variables):
         if allowed is not None and name not in allowed:
-            ctx.add(loc, f"{what} reads `{name}`, which is not in this stage's `inputs` ({_names(spec_stage.inputs or [])})")
+            ctx.add(
+                loc,
+                f"{what} reads `{name}`, which is not in this stage's `inputs` ({_names(spec_stage.inputs or [])})",
+            )
             continue
         _check_read(ctx, stage, name, loc, what)
     for name, key in sorted(fields):
@@ -207,8 +233,15 @@ def _data_flow(ctx: _Context) -> None:
         where = ("stages", name)
         if stage.inputs is not None:
             for k, read in enumerate(stage.inputs):
-                ok = _check_read(ctx, name, read, (*where, "inputs", k), f"`stages.{name}.inputs[{k}]`")
-                if ok and stage.kind in ("classify", "tag") and read != "text" and spec.stages[read].kind != "generate":
+                ok = _check_read(
+                    ctx, name, read, (*where, "inputs", k), f"`stages.{name}.inputs[{k}]`"
+                )
+                if (
+                    ok
+                    and stage.kind in ("classify", "tag")
+                    and read != "text"
+                    and spec.stages[read].kind != "generate"
+                ):
                     ctx.add(
                         (*where, "inputs", k),
                         f"`stages.{name}.inputs[{k}]` must be `text` or a generate stage (a `{stage.kind}` "
@@ -225,12 +258,18 @@ def _data_flow(ctx: _Context) -> None:
                 )
         if stage.kind == "generate":
             if stage.prompt is not None:
-                _check_template(ctx, name, stage, stage.prompt, (*where, "prompt"), f"`stages.{name}.prompt`")
+                _check_template(
+                    ctx, name, stage, stage.prompt, (*where, "prompt"), f"`stages.{name}.prompt`"
+                )
             elif name in ctx.manifests:
                 trained = getattr(ctx.manifests[name], "prompt", None)
                 if trained:
                     _check_template(
-                        ctx, name, stage, trained, (*where, "adapter"),
+                        ctx,
+                        name,
+                        stage,
+                        trained,
+                        (*where, "adapter"),
                         f"`stages.{name}` (the trained prompt of `{stage.adapter}`)",
                     )
 
@@ -240,9 +279,15 @@ def _reply_from(ctx: _Context) -> None:
     for k, name in enumerate(spec.reply_from or []):
         loc = ("reply_from", k)
         if name not in spec.stages:
-            ctx.add(loc, f"`reply_from[{k}]` names stage `{name}`, which does not exist; stages are {_names(list(spec.stages))}")
+            ctx.add(
+                loc,
+                f"`reply_from[{k}]` names stage `{name}`, which does not exist; stages are {_names(list(spec.stages))}",
+            )
         elif spec.stages[name].kind != "generate":
-            ctx.add(loc, f"`reply_from[{k}]` must name a generate stage (its text is the reply), got `{name}` of kind `{spec.stages[name].kind}`")
+            ctx.add(
+                loc,
+                f"`reply_from[{k}]` must name a generate stage (its text is the reply), got `{name}` of kind `{spec.stages[name].kind}`",
+            )
 
 
 # --------------------------------------------------------------------------- conditions
@@ -258,30 +303,50 @@ def _check_condition(ctx: _Context, i: int, j: int, cond: Condition) -> None:
         if cond.key:
             ctx.add(loc, f"{what} reads `{cond.field}`, but `text` (the document) has no fields")
         elif cond.op not in _OPS_FOR_TYPE["string"]:
-            ctx.add(_cond_loc(spec, i, j, "op"), f"{what}: `op: {cond.op}` does not apply to `text` (a string); use {_names(_OPS_FOR_TYPE['string'])}")
+            ctx.add(
+                _cond_loc(spec, i, j, "op"),
+                f"{what}: `op: {cond.op}` does not apply to `text` (a string); use {_names(_OPS_FOR_TYPE['string'])}",
+            )
         return
     if producer not in spec.stages:
-        ctx.add(loc, f"{what} reads `{cond.field}`, but `{producer}` is neither `text` nor a stage; stages are {_names(list(spec.stages))}")
+        ctx.add(
+            loc,
+            f"{what} reads `{cond.field}`, but `{producer}` is neither `text` nor a stage; stages are {_names(list(spec.stages))}",
+        )
         return
-    if source in spec.stages and producer != source:
-        if source in ctx.before and producer not in ctx.before[source]:
-            if producer in ctx.ancestors(source):
-                ctx.add(loc, f"{what} reads `{cond.field}`, but `{producer}` runs only on some paths to `{source}` (the edge's `from`)")
-            else:
-                ctx.add(loc, f"{what} reads `{cond.field}`, but `{producer}` does not run before `{source}` (the edge's `from`)")
+    if producer != source and source in ctx.before and producer not in ctx.before[source]:
+        if producer in ctx.ancestors(source):
+            ctx.add(
+                loc,
+                f"{what} reads `{cond.field}`, but `{producer}` runs only on some paths to `{source}` (the edge's `from`)",
+            )
+        else:
+            ctx.add(
+                loc,
+                f"{what} reads `{cond.field}`, but `{producer}` does not run before `{source}` (the edge's `from`)",
+            )
     if not cond.key:
-        ctx.add(loc, f"{what} reads the whole output of `{producer}`; name one of its fields: "
-                f"{_names([f'{producer}.{k}' for k in STAGE_OUTPUTS[spec.stages[producer].kind]])}")
+        ctx.add(
+            loc,
+            f"{what} reads the whole output of `{producer}`; name one of its fields: "
+            f"{_names([f'{producer}.{k}' for k in STAGE_OUTPUTS[spec.stages[producer].kind]])}",
+        )
         return
     ftype = _check_key(ctx, producer, cond.key, loc, what)
     if ftype is None:
         return
     if ftype == "mapping":
-        ctx.add(loc, f"{what} reads `{cond.field}`, a mapping of label -> score; name one label: `{cond.field}.<label>`")
+        ctx.add(
+            loc,
+            f"{what} reads `{cond.field}`, a mapping of label -> score; name one label: `{cond.field}.<label>`",
+        )
         return
     op_loc = _cond_loc(spec, i, j, "op")
     if cond.op not in _OPS_FOR_TYPE[ftype]:
-        ctx.add(op_loc, f"{what}: `op: {cond.op}` does not apply to `{cond.field}` (a {ftype}); use {_names(_OPS_FOR_TYPE[ftype])}")
+        ctx.add(
+            op_loc,
+            f"{what}: `op: {cond.op}` does not apply to `{cond.field}` (a {ftype}); use {_names(_OPS_FOR_TYPE[ftype])}",
+        )
         return
     values = cond.value if isinstance(cond.value, list) else [cond.value]
     value_loc = _cond_loc(spec, i, j, "value")
@@ -289,12 +354,18 @@ def _check_condition(ctx: _Context, i: int, j: int, cond: Condition) -> None:
         expected = "string" if cond.op == "contains" else ftype
         wrong = [v for v in values if _value_type(v) != expected]
         if wrong:
-            ctx.add(value_loc, f"{what}: `{cond.field}` is a {ftype}; `value` {wrong[0]!r} is a {_value_type(wrong[0])}")
+            ctx.add(
+                value_loc,
+                f"{what}: `{cond.field}` is a {ftype}; `value` {wrong[0]!r} is a {_value_type(wrong[0])}",
+            )
             return
     if cond.key[0] == "action":
         unknown = [v for v in values if v not in _GUARDRAIL_ACTIONS]
         if unknown:
-            ctx.add(value_loc, f"{what}: `{unknown[0]}` is not a guardrail action; actions are {_names(_GUARDRAIL_ACTIONS)}")
+            ctx.add(
+                value_loc,
+                f"{what}: `{unknown[0]}` is not a guardrail action; actions are {_names(_GUARDRAIL_ACTIONS)}",
+            )
         return
     manifest = ctx.manifests.get(producer)
     if manifest is None:
@@ -311,7 +382,10 @@ def _check_condition(ctx: _Context, i: int, j: int, cond: Condition) -> None:
     for value in checked:
         if value not in labels:
             noun = "entity type" if cond.key[0] == "entities" else "label"
-            ctx.add(value_loc, f"{what}: adapter `{adapter}` has no {noun} `{value}`; its {noun}s are {_names(labels)}")
+            ctx.add(
+                value_loc,
+                f"{what}: adapter `{adapter}` has no {noun} `{value}`; its {noun}s are {_names(labels)}",
+            )
 
 
 def _conditions(ctx: _Context) -> None:
@@ -370,7 +444,10 @@ def _registry_checks(ctx: _Context, registry: RegistryLike, base_fingerprint: st
             )
         base_name = getattr(manifest, "base_name", None)
         if base_name and base_name != spec.base.name:
-            ctx.add(loc, f"{field}: `{used}` was trained on base `{base_name}`, but `base.name` is `{spec.base.name}`")
+            ctx.add(
+                loc,
+                f"{field}: `{used}` was trained on base `{base_name}`, but `base.name` is `{spec.base.name}`",
+            )
         fingerprint = getattr(manifest, "base_fingerprint", None)
         if fingerprint and base_fingerprint is not None and fingerprint != base_fingerprint:
             ctx.add(
@@ -389,7 +466,11 @@ def _registry_checks(ctx: _Context, registry: RegistryLike, base_fingerprint: st
                     "must share one base",
                 )
         labels = list(getattr(manifest, "labels", None) or [])
-        if stage.kind == "generate" and stage.prompt is None and not getattr(manifest, "prompt", None):
+        if (
+            stage.kind == "generate"
+            and stage.prompt is None
+            and not getattr(manifest, "prompt", None)
+        ):
             ctx.add(loc, f"{field}: `{used}` records no trained prompt; give the stage a `prompt`")
         if stage.kind == "guardrail":
             if stage.flag_labels is not None:

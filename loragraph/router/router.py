@@ -47,6 +47,7 @@ class _Doc:
     active: set[str] = field(default_factory=set)
     done: bool = False
     deadline: float | None = None
+    reply_fixed: bool = False  # a guardrail decided the reply (refusal or fallback)
 
 
 def _new_id() -> str:
@@ -151,6 +152,12 @@ class Router:
         elapsed = (time.perf_counter() - started) * 1000
         for doc in docs:
             doc.result.latency_ms = round(elapsed, 3)
+            if not doc.reply_fixed:
+                # the customer reply: the first `reply_from` stage that ran, else the last
+                # generate stage (a hand-off note for staff is never the reply)
+                stage = self.spec.reply_stage(doc.result.path)
+                if stage is not None and stage in doc.result.outputs:
+                    doc.result.reply = doc.result.outputs[stage].get("text")
         return [d.result for d in docs]
 
     def _start(self, text: str, run_id: str, deadline: float | None) -> _Doc:
@@ -197,13 +204,12 @@ class Router:
                 doc.result.verdicts.append(verdict)
             if info.get("reply") is not None:
                 doc.result.reply = info["reply"]
+                doc.reply_fixed = True
             if info.get("run_status", "ok") != "ok":
                 doc.result.status = info["run_status"]
             if info.get("stop"):
                 doc.done = True
                 continue
-            if spec.kind == "generate":
-                doc.result.reply = output.get("text", doc.result.reply)
             nxt = self._next(stage, doc.context)
             trace.next = nxt
             doc.active.update(nxt)
@@ -405,7 +411,6 @@ class Router:
                 else:
                     doc.context[target] = {**doc.context.get(target, {}), "text": outcome.text}
                     doc.result.outputs[target] = doc.context[target]
-                    doc.result.reply = outcome.text
             info: dict[str, Any] = {
                 "verdict": verdict,
                 "status": "blocked" if outcome.stop else "ok",

@@ -72,6 +72,12 @@ class LoraSettings(BaseModel):
         min_length=1,
         description="names of the linear modules that get LoRA matrices (e.g. `q_proj`, `v_proj`, `up_proj`)",
     )
+    last_layers: int | None = Field(
+        None,
+        ge=1,
+        description="put LoRA only on the last N transformer layers (null: all layers); backpropagation then "
+        "stops at the first adapted layer, so training costs less",
+    )
 
 
 class TrainConfig(BaseModel):

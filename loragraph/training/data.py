@@ -20,6 +20,7 @@ reports leakage (the same example in two splits).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -127,7 +128,7 @@ class TagExample(BaseModel):
         ordered = sorted(
             (e.start, e.end, i) for i, e in enumerate(self.entities) if 0 <= e.start < e.end <= n
         )
-        for (s1, e1, i1), (s2, e2, i2) in zip(ordered, ordered[1:], strict=False):
+        for (s1, e1, i1), (s2, e2, i2) in itertools.pairwise(ordered):
             if s2 < e1:
                 problems.append(f"`entities[{i2}]` ({s2}:{e2}) overlaps `entities[{i1}]` ({s1}:{e1})")
         if problems:
@@ -294,6 +295,17 @@ def _semantic_problems(ex: Example, labels: set[str] | None) -> list[str]:
     return []
 
 
+def _raw_type_problems(obj: Any, kind: str, labels: set[str] | None) -> list[str]:
+    """Unknown entity types of a tag line that failed validation for another reason (report all at once)."""
+    if kind != "tag" or labels is None or not isinstance(obj, dict) or not isinstance(obj.get("entities"), list):
+        return []
+    return [
+        f"`entities[{i}].type` {e['type']!r} is not one of the entity types ({', '.join(sorted(labels))})"
+        for i, e in enumerate(obj["entities"])
+        if isinstance(e, dict) and isinstance(e.get("type"), str) and e["type"] not in labels
+    ]
+
+
 def _dup_key(ex: Example) -> str:
     if isinstance(ex, PairExample):
         return json.dumps([ex.input, ex.chosen.strip(), ex.rejected.strip()], sort_keys=True, ensure_ascii=False)
@@ -312,7 +324,8 @@ def load_examples(
     """Read and validate a JSONL file of ``kind`` examples.
 
     ``labels``: the allowed class labels (classify) or entity types (tag); unknown ones are
-    errors, and for classify every listed label needs ``min_per_label`` examples.
+    errors. Every label found or listed needs ``min_per_label`` examples (classify) or spans
+    (tag); pass ``min_per_label=0`` for evaluation splits that may miss a rare label.
     Duplicates (same text; for generate the same input; for pairs the same triple) are errors
     unless ``allow_duplicates``. Line problems raise one ``DataError`` listing all of them, or
     with ``skip_invalid`` are dropped and reported in ``LoadedData.skipped``. Too few examples
@@ -334,11 +347,14 @@ def load_examples(
     problems: list[Problem] = []
     seen: dict[str, tuple[int, Example]] = {}
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading BOM (some editors write one) is not part of line 1
     except UnicodeDecodeError as exc:
         raise DataError(f"file is not UTF-8 (byte {exc.start}): expected UTF-8 JSON lines", where=name) from None
 
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() would also split inside JSON strings holding
+    # U+2028, U+0085 and other characters that json.dumps(ensure_ascii=False) writes raw
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         where = f"{name}:{lineno}"
@@ -351,6 +367,7 @@ def load_examples(
             ex = parse_example(obj, kind)
         except ValueError as exc:
             problems.extend(Problem(where, msg) for msg in str(exc).split("; "))
+            problems.extend(Problem(where, msg) for msg in _raw_type_problems(obj, kind, label_set))
             continue
         semantic = _semantic_problems(ex, label_set)
         if semantic:
@@ -374,21 +391,8 @@ def load_examples(
     if not examples:
         raise DataError(f"no valid examples in `{name}`: expected at least one JSON object line", where=name)
 
-    if kind == "classify" and min_per_label > 0:
-        counts = Counter(ex.label for ex in examples if isinstance(ex, ClassifyExample))
-        first_line = {}
-        for ex, ln in zip(examples, lines, strict=True):
-            if isinstance(ex, ClassifyExample):
-                first_line.setdefault(ex.label, ln)
-        wanted = sorted(set(counts) | (label_set or set()))
-        few = [
-            Problem(
-                f"{name}:{first_line[lab]}" if lab in first_line else name,
-                f"`label` {lab!r} has {counts.get(lab, 0)} example(s), expected at least {min_per_label} (`min_per_label`)",
-            )
-            for lab in wanted
-            if counts.get(lab, 0) < min_per_label
-        ]
+    if kind in ("classify", "tag") and min_per_label > 0:
+        few = _too_few(examples, lines, name, label_set, min_per_label)
         if few:
             raise _data_error(few, name)
 
@@ -400,6 +404,27 @@ def load_examples(
         skipped=problems,
         data_hash=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def _too_few(examples: list[Example], lines: list[int], name: str, labels: set[str] | None, minimum: int) -> list[Problem]:
+    """Labels (classify) or entity types (tag), found or declared, with fewer than ``minimum`` examples / spans."""
+    counts: Counter[str] = Counter()
+    first_line: dict[str, int] = {}
+    for ex, ln in zip(examples, lines, strict=True):
+        found = [ex.label] if isinstance(ex, ClassifyExample) else [e.type for e in ex.entities] if isinstance(ex, TagExample) else []
+        for lab in found:
+            counts[lab] += 1
+            first_line.setdefault(lab, ln)
+    is_tag = isinstance(examples[0], TagExample)
+    field, unit = ("entity type", "span(s)") if is_tag else ("`label`", "example(s)")
+    return [
+        Problem(
+            f"{name}:{first_line[lab]}" if lab in first_line else name,
+            f"{field} {lab!r} has {counts.get(lab, 0)} {unit}, expected at least {minimum} (`min_per_label`)",
+        )
+        for lab in sorted(set(counts) | (labels or set()))
+        if counts.get(lab, 0) < minimum
+    ]
 
 
 def _data_error(problems: list[Problem], name: str) -> DataError:

@@ -62,6 +62,7 @@ from loragraph.training.preference import (
     preference_accuracy,
     render_pairs,
     response_logps,
+    using_adapter,
 )
 
 __all__ = [
@@ -281,8 +282,6 @@ def generate_replies(
     """
     from transformers import GenerationConfig
 
-    from loragraph.training.preference import _using
-
     eos = _eos_ids(model, tokenizer)
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -300,7 +299,7 @@ def generate_replies(
     was_training = model.training
     model.eval()
     try:
-        with _using(model, adapter), torch.inference_mode():
+        with using_adapter(model, adapter), torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 enc = tokenizer(
                     texts[start : start + batch_size],
@@ -328,15 +327,6 @@ def generate_replies(
 
 
 # --------------------------------------------------------------------------- align
-
-
-def _file_hash(paths: Sequence[Path]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(p.read_bytes())
-    return "sha256:" + digest.hexdigest()
 
 
 def _allow_inference_repack(model: Any) -> None:
@@ -662,7 +652,6 @@ def align(
             "eval_source": eval_source,
             "pairs_file": pairs_path.name,
         }
-        hashed = [pairs_path]
         version = registry.publish(
             parent.name,
             staged,
@@ -673,7 +662,7 @@ def align(
                 "base_name": manifest.base_name,
                 "base_fingerprint": base.fingerprint,
                 "quantization": manifest.quantization,
-                "data_hash": _file_hash(hashed),
+                "data_hash": "sha256:" + data.data_hash,
                 "hyperparameters": json.loads(json.dumps(hyper, default=str)),
                 "metrics": metrics,
                 "parent": parent.version,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _metric(name: str) -> Any:
     from loragraph.training.metrics import load_metric
 
@@ -152,7 +152,7 @@ def evaluate_adapter(
         tokens = max_new_tokens or int(manifest.hyperparameters.get("max_new_tokens", 96))
         outputs = host.generate(name, prompts, system=manifest.system, max_new_tokens=tokens)
         report["metrics"] = score_generate([o.text for o in outputs], targets)
-        report["samples"] = [{"prompt": p, "target": t, "output": o.text} for p, t, o in list(zip(prompts, targets, outputs))[:3]]
+        report["samples"] = [{"prompt": p, "target": t, "output": o.text} for p, t, o in list(zip(prompts, targets, outputs, strict=True))[:3]]
         if compare_base:
             base_outputs = host.generate(None, prompts, system=manifest.system, max_new_tokens=tokens)
             report["base"] = score_generate([o.text for o in base_outputs], targets)

@@ -26,11 +26,19 @@ import torch
 from loragraph.adapters.base import LoadedBase
 from loragraph.errors import ConfigError
 from loragraph.training.config import TrainConfig
-from loragraph.training.train import EpochCallback, EpochReport, TrainOutcome, add_lora, seed_everything
+from loragraph.training.train import (
+    EpochCallback,
+    EpochReport,
+    TrainOutcome,
+    add_lora,
+    seed_everything,
+)
 
 __all__ = ["chat_prompt", "generate_texts", "train_generate"]
 
 _GEN_BATCH = 8
+_MIN_IMPROVEMENT = 1e-4
+"""A validation loss must fall by more than this to count as an improvement (early stopping)."""
 
 
 def chat_prompt(tokenizer: Any, prompt: str, system: str | None) -> str:
@@ -199,7 +207,9 @@ def train_generate(
     )
     callbacks = [_report_callback(on_epoch_end, len(train_set))]
     if config.early_stopping_patience is not None:
-        callbacks.insert(0, EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        callbacks.insert(0, EarlyStoppingCallback(
+                early_stopping_patience=config.early_stopping_patience, early_stopping_threshold=_MIN_IMPROVEMENT
+            ))
     kw = {"prompt_template": config.prompt, "system": config.system, "conversational": True}
     try:
         trainer = SFTTrainer(

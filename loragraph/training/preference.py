@@ -52,6 +52,7 @@ __all__ = [
     "render_pairs",
     "response_logps",
     "tokenize_pair",
+    "using_adapter",
 ]
 
 Message = dict[str, str]
@@ -157,7 +158,7 @@ def _peft_model(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _using(model: Any, adapter: str | None) -> Iterator[None]:
+def using_adapter(model: Any, adapter: str | None) -> Iterator[None]:
     """Run with only ``adapter`` active (``None``: the base alone); restore everything after.
 
     The active adapter and every parameter's ``requires_grad`` are restored, so this is safe
@@ -251,7 +252,7 @@ def response_logps(
     was_training = model.training
     model.eval()
     try:
-        with _using(model, adapter), torch.no_grad():
+        with using_adapter(model, adapter), torch.no_grad():
             for start in range(0, len(items), 2 * batch_size):
                 chunk = items[start : start + 2 * batch_size]
                 values = _sequence_logps(model, [(ids, n) for _, ids, n in chunk], pad_id)

@@ -24,6 +24,7 @@ text appears in two splits. Same seed -> byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import random
@@ -44,6 +45,7 @@ __all__ = [
     "ENTITY_FORMATS",
     "ENTITY_TYPES",
     "INTENTS",
+    "REJECTION_KINDS",
     "SIZE_PRESETS",
     "SPLITS",
     "Message",
@@ -62,16 +64,13 @@ Split = Literal["train", "validation", "test"]
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December")
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_RELATIVE_DATES = (
-    "yesterday", "today", "this morning", "last week", "two days ago", "3 days ago", "a week ago",
-    "the day before yesterday", "last month", "10 days ago",
-) + tuple(f"last {d}" for d in _DAYS)
+_RELATIVE_DATES = ("yesterday", "today", "this morning", "last week", "two days ago", "3 days ago", "a week ago", "the day before yesterday", "last month", "10 days ago", *tuple(f"last {d}" for d in _DAYS))
 
 ENTITY_FORMATS: dict[str, str] = {
     "ORDER_ID": r"#[A-Z]-\d{5}|ORD-\d{4}-\d{5}|\d{4}-\d{3}",
     "PERSON": r"(?:(?:Mr|Ms|Mrs|Dr)\. )?[A-Z][A-Za-z'\-]+(?: [A-Z][A-Za-z'\-]+)*",
     "EMAIL": r"[a-z0-9._+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)+",
-    "PHONE": r"\+?[0-9][0-9 ().\-]{7,}[0-9]",
+    "PHONE": r"\+?\(?[0-9][0-9 ().\-]{6,}[0-9]",
     "DATE": r"(?:" + "|".join(_MONTHS) + r") \d{1,2}(?:st|nd|rd|th)?|\d{1,2} (?:" + "|".join(_MONTHS)
     + r")|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|" + "|".join(_DAYS) + "|" + "|".join(_RELATIVE_DATES),
     "AMOUNT": r"[$€£]\d{1,3}(?:,\d{3})*(?:\.\d{2})?|\d+(?:\.\d{2})? (?:USD|EUR|GBP|dollars|euros|pounds)|(?:USD|EUR|GBP) \d+(?:\.\d{2})?",
@@ -158,19 +157,21 @@ _IN_SCOPE_WORDS = re.compile(
     r"money|funds|password|beneficiary|portfolio|messages|call me|reach you|address is|address:|please|iban|ssn|"
     r"killer|kill|died|devil|religion|necrophilia|patient|male|female|gender|rock|hungry|laid|injured|law|"
     r"security|license|birth|\{\{[a-z_]+\}\}:|speak|name is|name\?|email\?|\bmy name\b|manager|bot|boss|date|"
-    r"address to|sent to|options|press|your email|under|answering|your address",
+    r"address to|sent to|options|press|your email|under|answering|your address|"
+    r"morning|night|week|day\b|year|month|today|yesterday|tomorrow|\{\{date|\{\{day_of_week",
     re.IGNORECASE,
 )
 
 
-def _presidio_templates() -> list[tuple[str, str | None]]:
+@lru_cache(maxsize=1)
+def _presidio_templates() -> tuple[tuple[str, str | None], ...]:
     """Out-of-scope sentences from presidio-evaluator's templates.txt (read as a file), slots mapped."""
     spec = importlib.util.find_spec("presidio_evaluator")
     if spec is None or not spec.submodule_search_locations:
-        return []
+        return ()
     path = Path(next(iter(spec.submodule_search_locations))) / "data_generator" / "raw_data" / "templates.txt"
     if not path.is_file():
-        return []
+        return ()
     out: list[tuple[str, str | None]] = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.strip().replace("\\n", "\n").replace("\\,", ",")
@@ -182,10 +183,12 @@ def _presidio_templates() -> list[tuple[str, str | None]]:
         if any(s not in _PRESIDIO_SLOTS for s in slots) or len(set(slots)) != len(slots):
             continue
         text = re.sub(r"\{\{(\w+)\}\}", lambda m: "{" + _PRESIDIO_SLOTS[m.group(1)] + "}", line)
+        if "{first}" in text and "{person}" in text:  # two different people
+            text = text.replace("{person}", "{person2}")
         if re.search(r"\{(?!\w+\})|(?<!\{\w)\}", re.sub(r"\{\w+\}", "", text)):
             continue
         out.append((text, "sends a message unrelated to customer service"))
-    return out
+    return tuple(out)
 
 
 def load_templates(seed: int = 0, *, held_out: float = 0.2) -> SampleTemplates:
@@ -195,7 +198,7 @@ def load_templates(seed: int = 0, *, held_out: float = 0.2) -> SampleTemplates:
     for intent in INTENTS:
         asks = [(a, None) if isinstance(a, str) else a for a in T.ASKS[intent]]
         if intent == "other":
-            asks += _presidio_templates()
+            asks += list(_presidio_templates())
         rng = random.Random(f"{seed}:holdout:{intent}")
         order = list(range(len(asks)))
         rng.shuffle(order)
@@ -336,8 +339,10 @@ def _fits(kinds: str, product: str) -> bool:
 def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dict[str, Any]:
     loc = "us" if rng.random() < 0.6 else "gb"
     first, last = rng.choice(fk.first[loc]), rng.choice(fk.last[loc])
+    person2 = f"{rng.choice(fk.first[loc])} {last if rng.random() < 0.5 else rng.choice(fk.last[loc])}"
     title = rng.choice(("Mr.", "Ms.", "Mrs.", "Dr."))
-    user = rng.choice((f"{first}.{last}", f"{first}{last[0]}", f"{first[0]}{last}", f"{first}_{last}{rng.randint(1, 99)}", f"{first}{rng.randint(70, 99)}"))
+    ef, el = re.sub(r"[^A-Za-z]", "", first) or "sam", re.sub(r"[^A-Za-z]", "", last) or "lee"
+    user = rng.choice((f"{ef}.{el}", f"{ef}{el[0]}", f"{ef[0]}{el}", f"{ef}_{el}{rng.randint(1, 99)}", f"{ef}{rng.randint(70, 99)}"))
     order_id, order_id2 = _order_ids(rng)
     amount, amount2 = _amounts(rng)
     product = rng.choice(T.PRODUCTS_BY_KIND["electronics"] if intent == "technical_support" else T.PRODUCTS)
@@ -352,7 +357,7 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
     code = str(rng.randint(100, 999))
     app = rng.choice(T.APPS)
     values = {
-        "person": f"{first} {last}", "first": first, "mr": f"{title} {last}", "agent": agent,
+        "person": f"{first} {last}", "first": first, "person2": person2, "mr": f"{title} {last}", "agent": agent,
         "email": f"{user.lower()}@{rng.choice(_DOMAINS)}", "phone": _phone(rng),
         "address": _address(rng, fk), "address2": _address(rng, fk),
         "order_id": order_id, "order_id2": order_id2, "amount": amount, "amount2": amount2,
@@ -433,9 +438,8 @@ class _Builder:
 
     def entity(self, slot: str, etype: str, used: dict[str, str]) -> None:
         value = str(self.values[slot])
-        if slot in ("date", "date2") and self.values["_on"][slot]:
-            if not _NO_ON_BEFORE.search("".join(self.parts[-2:])):
-                self.text("on ")
+        if slot in ("date", "date2") and self.values["_on"][slot] and not _NO_ON_BEFORE.search("".join(self.parts[-2:])):
+            self.text("on ")
         self.entities.append({"type": etype, "text": value, "start": self.length, "end": self.length + len(value)})
         used.setdefault(slot, value)
         self.parts.append(value)
@@ -473,7 +477,16 @@ def _render(tmpl: str, values: dict[str, Any]) -> str:
 
 @dataclass
 class Message:
-    """One generated customer message with its gold annotations."""
+    """One generated customer message with its gold annotations.
+
+    ``text``: the message; ``intent``: its label (the main ask); ``entities``: exact spans
+    ``{type, text, start, end}``; ``secondary``: the intent of a second, minor ask or None;
+    ``styles``: ``chat`` | ``email`` | ``form`` plus ``long``, ``lowercase``, ``typos``,
+    ``multi_ask``, ``main_marked``; ``template``: ``intent:ask template`` (held-out check);
+    ``values``: every value drawn for the message; ``used``: slot -> value said in the message
+    outside the secondary ask; ``gist`` / ``secondary_gist`` / ``secondary_reply``: the
+    summary predicates and the reply sentence of the asks, when the template gives them.
+    """
 
     text: str
     intent: str
@@ -522,6 +535,7 @@ def _compose(
     entity_rich: bool = False,
     mode: str | None = None,
     multi_rate: float = 0.25,
+    long: bool | None = None,
 ) -> Message:
     values = _values(rng, fk, intent)
     idx = rng.randrange(len(pool[intent]))
@@ -534,7 +548,9 @@ def _compose(
         mode = "chat" if intent == "other" and rng.random() < 0.85 else rng.choices(("chat", "email", "form"), weights=(5, 4, 1))[0]
     if mode == "form" and intent == "other":
         mode = "email"
-    styles: list[str] = [mode]
+    if long is None:
+        long = mode == "email" and intent != "other" and rng.random() < 0.15
+    styles: list[str] = [mode] + (["long"] if long and mode == "email" else [])
     lowercase = mode == "chat" and rng.random() < 0.25
     typo = rng.random() < (0.3 if mode == "chat" else 0.12) and "unrelated to customer" not in (gist or "")
     if lowercase:
@@ -551,7 +567,7 @@ def _compose(
         if secondary and sec_t and rng.random() < 0.3:
             marker = rng.choice(T.SECONDARY_MARKERS)
             first = _standalone(sec_t)
-            b.template(marker + (_lower_first(first) if marker.endswith(", ") else first), secondary=True)
+            b.template(marker + (_lower_first(first) if marker and not marker.endswith(": ") else first), secondary=True)
             b.text(sep)
             b.template(rng.choice(T.MAIN_MARKERS) + _lower_first(ask))
             styles.append("main_marked")
@@ -597,9 +613,15 @@ def _compose(
     elif mode == "email":
         b.template(rng.choice(T.GREETINGS))
         b.text("\n\n")
-        if rng.random() < 0.6:
+        if rng.random() < 0.6 or long:
             b.template(rng.choice(T.OPENERS))
             b.text(" ")
+        if long:
+            for line in rng.sample(T.BACKSTORY, rng.randint(2, 3)):
+                b.template(line)
+                b.text(" ")
+            b.parts[-1] = b.parts[-1].rstrip(" ") + "\n\n"
+            b.length = len(b.result())
         asks(" " if rng.random() < 0.6 else "\n\n")
         extras(" ", 3)
         if intent in _CONCRETE and rng.random() < 0.25:
@@ -620,7 +642,7 @@ def _compose(
         extras(" ", 1)
     text = b.result()
     if typo and b.typos == 0:  # the typo style must show: misspell the first long literal word
-        return _compose(rng, fk, intent, pool, entity_rich=entity_rich, mode=mode, multi_rate=multi_rate)
+        return _compose(rng, fk, intent, pool, entity_rich=entity_rich, mode=mode, multi_rate=multi_rate, long=long)
     return Message(
         text=text,
         intent=intent,
@@ -754,8 +776,10 @@ def _body(msg: Message, intent: str, v: int) -> str:
             f"Done: {o} is cancelled before dispatch. {refund.replace('{amt}', amt)} You'll also get a confirmation email.",
         )[v % 2]
     if intent == "refund_request":
-        amount = " of {amount2}" if "amount2" in u else amt
         thing = o if "order_id" in u else ("the {product}" if "product" in u else "your purchase")
+        if "amount2" in u:
+            return "You're right: of the {amount} you paid, only {amount2} was refunded. I've sent the difference to your original payment method; it usually shows up within 5-7 business days."
+        amount = amt
         return (
             f"I've issued a refund{amount} for {thing}. It goes back to your original payment method and usually shows up within 5-7 business days.",
             f"Thanks for your patience. The refund{amount} for {thing} is approved and on its way to your original payment method; please allow 5-7 business days for your bank to show it.",
@@ -765,10 +789,17 @@ def _body(msg: Message, intent: str, v: int) -> str:
         to = " to {email}" if "email" in u else ""
         exchange = bool(re.search(r"exchange|swap|different size|replacement", msg.template))
         after = "Once it reaches us we'll send you the replacement." if exchange else "Once it reaches us we'll process your refund."
-        return f"Of course, you can {'exchange' if exchange else 'return'} {thing}. I've emailed a prepaid return label{to}: pack the item, attach the label and drop it at any post office within 30 days. {after}"
+        verb = "exchange" if exchange else "return"
+        return (
+            f"Of course, you can {verb} {thing}. I've emailed a prepaid return label{to}: pack the item, attach the label and drop it at any post office within 30 days. {after}",
+            f"No problem, I've opened a {verb} for {thing} and sent the prepaid label{to}. Please drop the parcel at any post office within 30 days. {after}",
+        )[v % 2]
     if intent == "change_shipping_address":
         if "address" in u:
-            return f"I've updated the delivery address for {o} to {{address}}. The courier has the new address, so your parcel will go there."
+            return (
+                f"I've updated the delivery address for {o} to {{address}}. The courier has the new address, so your parcel will go there.",
+                f"Done: {o} will now be delivered to {{address}}. You'll get an updated shipping confirmation by email.",
+            )[v % 2]
         return f"Please reply with the full new address and I'll update {o} right away."
     if intent == "billing_issue":
         if "invoice" in g or "invoice" in msg.template.lower():
@@ -776,7 +807,7 @@ def _body(msg: Message, intent: str, v: int) -> str:
         if "declined" in g or "fail" in g:
             return "I've checked your payment: no charge went through, and any pending authorisation will be released by your bank within a few days. Please try again, or use another card or PayPal."
         if "amount2" in u:
-            return f"You're right, you should have paid {{amount2}}, not {{amount}}. I've refunded the difference to your original payment method; it will show within 3-5 business days."
+            return "You're right, you should have paid {amount2}, not {amount}. I've refunded the difference to your original payment method; it will show within 3-5 business days."
         if "twice" in g or "double" in g or "duplicate" in g or "two payments" in g:
             return f"I can see the duplicate charge{amt}{' on ' + o if 'order_id' in u else ''} and I've refunded the extra payment. It will show on your statement within 3-5 business days."
         return f"I've looked into the charge{amt}{' from {date}' if 'date' in u else ''} and corrected it; the money goes back to your original payment method within 3-5 business days."
@@ -790,20 +821,34 @@ def _body(msg: Message, intent: str, v: int) -> str:
             return f"I've verified your account manually and resent the verification email to {to}; once you click the link you can log in as usual."
         if "hacked" in g:
             return f"I've secured your account and signed out all sessions. Please use the password reset link I've sent to {to} to choose a new password."
-        return f"I've sent a new password reset link to {to}; it is valid for one hour. If it doesn't arrive within a few minutes, please check your spam folder."
+        return (
+            f"I've sent a new password reset link to {to}; it is valid for one hour. If it doesn't arrive within a few minutes, please check your spam folder.",
+            f"Let's get you back in: a fresh password reset link is on its way to {to}. It works for one hour, and after that you can log in with your new password.",
+        )[v % 2]
     if intent == "product_question":
-        return ("Good question about the {product}: {pq_answer}." if "product" in u else "Good question: {pq_answer}.") + " Let me know if you'd like anything else about it."
+        about = " about the {product}" if "product" in u else ""
+        return (
+            f"Good question{about}: {{pq_answer}}. Let me know if you'd like anything else about it.",
+            f"Happy to help with your question{about}: {{pq_answer}}.",
+        )[v % 2]
     if intent == "technical_support":
         if "issue" in u:
             return "Sorry your {product} {issue_sum}. Please unplug it for 30 seconds, hold the reset button for 10 seconds and set it up again. If that doesn't fix it, reply with " + ("order {order_id}" if "order_id" in u else "your order number") + " and we'll arrange a repair or replacement under warranty."
-        return "Sorry about the trouble: {app_issue_sum}. Please update to the latest version, clear your browser cache or the app's data and try again. Our technical team is looking into it, and I'll follow up if that doesn't solve it."
+        return (
+            "Sorry about the trouble: {app_issue_sum}. Please update to the latest version, clear your browser cache or the app's data and try again. Our technical team is looking into it, and I'll follow up if that doesn't solve it.",
+            "Thanks for reporting this: {app_issue_sum}. A quick fix that usually works is to sign out, update to the latest version and sign in again. If it still happens, reply with a screenshot and we'll investigate.",
+        )[v % 2]
     if intent == "complaint":
         about = "about {agent}" if "{agent}" in g else ""
         return (
             f"I'm truly sorry about your experience{' with ' + o if 'order_id' in u else ''}. That's not the standard we aim for, and I've passed your feedback{(' ' + about) if about else ''} to the team lead so it gets addressed. Thank you for telling us.",
             f"Thank you for your honest feedback, and I'm sorry we let you down. I've shared your feedback{(' ' + about) if about else ''} with the responsible team, and we'll use it to improve.",
         )[v % 2]
-    return "I'm the customer-service assistant for our shop: I can help with orders, deliveries, returns, refunds, billing and your account. Is there anything like that I can help you with today?"
+    return (
+        "I'm the customer-service assistant for our shop: I can help with orders, deliveries, returns, refunds, billing and your account. Is there anything like that I can help you with today?",
+        "That's outside what I can help with here, I'm afraid. I'm happy to help with your orders, returns, refunds, billing or account, though.",
+        "I can only help with questions about our shop, such as orders, deliveries, returns, payments and your account. Feel free to ask about any of those!",
+    )[v % 3]
 
 
 def _reply(msg: Message, intent: str, *, variant: int | None = None) -> str:
@@ -909,7 +954,12 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
         "entity_types": list(ENTITY_TYPES),
         "held_out_templates": {i: len(templates.test[i]) for i in INTENTS},
         "train_templates": {i: len(templates.train[i]) for i in INTENTS},
-        "note": "test messages use held-out ask templates; no text appears in two splits of a data set",
+        "presidio_templates": len(_presidio_templates()),
+        "note": (
+            "test messages use held-out ask templates (validation uses the train templates); "
+            "no text appears in two splits of a data set; presidio_templates = out-of-scope sentences "
+            "read from presidio-evaluator (0 when it is not installed, which changes the output)"
+        ),
         "datasets": {},
     }
     rejected_counter: Counter[str] = Counter()
@@ -953,6 +1003,7 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
             _dump(out / name / f"{split}.jsonl", rows)
             entry: dict[str, Any] = {
                 "count": len(rows),
+                "sha256": hashlib.sha256((out / name / f"{split}.jsonl").read_bytes()).hexdigest(),
                 "labels": dict(sorted(Counter(m.intent for m in msgs).items())),
                 "styles": _style_counts(msgs),
             }
@@ -985,7 +1036,7 @@ def _documents(n: int, seed: int, templates: SampleTemplates) -> list[Message]:
             intent = "other"
         mode = ("email", "chat", "email", "chat", "form", "chat")[k % 6]
         multi = 1.0 if mode == "email" and k % 3 == 0 else 0.25
-        msg = _compose(rng, fk, intent, pool, entity_rich=mode == "email", mode=mode, multi_rate=multi)
+        msg = _compose(rng, fk, intent, pool, entity_rich=mode == "email", mode=mode, multi_rate=multi, long=mode == "email" and k % 2 == 0)
         if msg.text not in seen:
             seen.add(msg.text)
             out.append(msg)

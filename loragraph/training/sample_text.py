@@ -9,9 +9,10 @@ typed spans; other slots are plain fillers. An ask is either a template or a
 from __future__ import annotations
 
 __all__ = [
-    "APP_ISSUES",
     "APPS",
+    "APP_ISSUES",
     "ASKS",
+    "BACKSTORY",
     "CLOSINGS",
     "COMPLAINT_REMARKS",
     "CONTACT_LINES",
@@ -86,7 +87,7 @@ PRODUCT_QUESTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("does it come in black", "whether it comes in black", "yes, it also comes in black, in the colour menu on the product page", "*"),
     ("when will it be back in stock", "when it will be back in stock", "we expect new stock within two weeks, and the product page has a 'notify me' button", "*"),
     ("what are the dimensions", "what its dimensions are", "the exact dimensions are in the 'Specifications' tab of the product page, and I'm happy to email them to you", "electronics kitchen home"),
-    ("is it compatible with the iPhone 15", "whether it is compatible with the iPhone 15", "yes, it works with the iPhone 15 and other recent models", "electronics"),
+    ("will it work with my phone", "whether it works with their phone", "yes, it works with all recent iOS and Android phones", "electronics"),
     ("does it work on 220V", "whether it works on 220V", "yes, it supports 100-240V, so it works on 220V", "electronics kitchen"),
     ("what size should I get if I'm usually a medium", "which size to choose", "if you are usually a medium, a medium fits true to size", "apparel"),
     ("how long is the warranty", "how long the warranty is", "it comes with a two-year warranty", "electronics kitchen home"),
@@ -406,9 +407,9 @@ ASKS: dict[str, tuple[_A, ...]] = {
     ),
     "other": (
         ("hey, how's your day going?", "makes small talk"),
-        ("What's the weather like in {city} today?", "asks about the weather in {city}"),
+        ("What's the weather like in {city}?", "asks about the weather in {city}"),
         ("tell me a joke", "asks for a joke"),
-        ("Who won the football match last night?", "asks about a football match"),
+        ("Who won the big football match?", "asks about a football match"),
         ("Can you help me with my math homework?", "asks for help with homework"),
         ("What is the capital of {country}?", "asks a general-knowledge question"),
         ("CONGRATULATIONS!!! You've won a {amount} gift card, click here to claim", "sends spam about a gift card prize"),
@@ -534,6 +535,24 @@ DETAIL_LINES: tuple[str, ...] = (
     "The order number is {order_id}.", "I ordered it {date}.", "It cost {amount}.", "It was the {product}.",
     "My order was placed {date}.", "I paid {amount} for it.", "Ref: {order_id}", "I live at {address}.",
     "Order #: {order_id}", "The total was {amount}.",
+)
+
+# background sentences of long emails (a paragraph before the ask)
+BACKSTORY: tuple[str, ...] = (
+    "I've been shopping with you for years and have never had a problem until now.",
+    "I bought this as a birthday present for my sister, so the timing really matters.",
+    "Last time I contacted you, your colleague {agent} was very helpful, so I hope this is just as easy.",
+    "I work from home and really rely on deliveries arriving on the day you promise.",
+    "To give you some background: I placed the order {date} and paid {amount} by credit card.",
+    "I did read the FAQ and the help pages first, but none of them covered my situation.",
+    "I also tried your live chat earlier, but it disconnected twice.",
+    "My partner {person2} usually handles our orders, but this one is under my name.",
+    "We're moving house at the end of the month, so things are a bit hectic here.",
+    "I know you must be busy, so I'll try to be as clear as I can.",
+    "A friend recommended your shop and this was my first order with you.",
+    "I can send photos if that helps, your form just doesn't take attachments.",
+    "I tried calling {phone} from my mobile but the line kept dropping.",
+    "It's not the first time something like this happened, which is why I'm writing in some detail.",
 )
 
 COMPLAINT_REMARKS: tuple[str, ...] = (

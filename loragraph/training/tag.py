@@ -24,7 +24,14 @@ import torch.nn.functional as F
 
 from loragraph.adapters.base import LoadedBase
 from loragraph.training.config import TrainConfig
-from loragraph.training.train import EpochCallback, HeadTask, TrainOutcome, add_lora, fit_head, seed_everything
+from loragraph.training.train import (
+    EpochCallback,
+    HeadTask,
+    TrainOutcome,
+    add_lora,
+    fit_head,
+    seed_everything,
+)
 
 __all__ = ["predict_tag", "train_tag"]
 

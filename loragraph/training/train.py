@@ -106,6 +106,12 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
             f"`lora.target_modules` {missing} are not modules of the base; "
             f"linear modules there include {sorted(n for n in names if n.endswith('_proj'))}"
         )
+    layers: dict[str, Any] = {}
+    if settings.last_layers is not None:
+        total = int(getattr(model.config, "num_hidden_layers", 0))
+        if settings.last_layers > total:
+            raise ConfigError(f"`lora.last_layers` must be at most the base's {total} layers, got {settings.last_layers}")
+        layers = {"layers_to_transform": list(range(total - settings.last_layers, total)), "layers_pattern": "layers"}
     torch.manual_seed(seed)
     config = LoraConfig(
         r=settings.r,
@@ -114,6 +120,7 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
         target_modules=list(settings.target_modules),
         task_type=TaskType.CAUSAL_LM,
         bias="none",
+        **layers,
     )
     return get_peft_model(model, config)
 
@@ -178,7 +185,7 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) 
 def _progress(total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=None, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=10.0, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -245,14 +245,39 @@ def test_two_hosts_share_one_peft_model(world: dict[str, Any]) -> None:
     assert first.classify("intent@v1", TEXTS) == expected
 
 
+def test_same_ref_from_two_registries_on_one_base(world: dict[str, Any], tmp_path: Path) -> None:
+    """Two registries each holding a different `intent@v1`, mounted on the same base, stay apart."""
+    other_reg = Registry(tmp_path / "other")
+    base = _fresh_base(world["path"])
+    head = HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size)
+    other = other_reg.publish(
+        "intent", _stage_adapter(world["path"], tmp_path / "o", seed=5, head=head, head_seed=7), _fields(base, "classify", LABELS)
+    )
+    first, second = AdapterHost(base, world["reg"]), AdapterHost(base, other_reg)
+    got_first = first.classify("intent@v1", TEXTS)
+    got_second = second.classify("intent@v1", TEXTS)
+    assert second.mount(other) == f"intent__v1__{other.manifest.files['adapter_model.safetensors'][:8]}"
+    alone = AdapterHost(_fresh_base(world["path"]), other_reg).classify("intent@v1", TEXTS)
+    for x, y in zip(got_second, alone, strict=True):
+        assert x.scores == pytest.approx(y.scores, abs=1e-5)
+    assert any(abs(x.scores[k] - y.scores[k]) > 1e-3 for x, y in zip(got_first, got_second, strict=True) for k in LABELS)
+    assert first.classify("intent@v1", TEXTS) == got_first
+
+
 def test_unmount(host: AdapterHost, world: dict[str, Any]) -> None:
     host.mount("intent@v1")
     host.mount("urgency@v1")
     before = host.classify("intent@v1", TEXTS)
+    other = AdapterHost(host.base, world["reg"])  # shares the base's PeftModel
+    other_before = other.classify("urgency@v1", TEXTS)
     host.unmount("urgency@v1")
     assert [v.ref for v in host.mounted()] == ["intent@v1"] and "urgency__v1" not in host.model.peft_config
     after = host.classify("intent@v1", TEXTS)
     assert all(x.scores == pytest.approx(y.scores, abs=1e-6) for x, y in zip(before, after, strict=True))
+    # the other host still uses urgency: it is loaded again on its next call
+    assert other.classify("urgency@v1", TEXTS) == other_before
+    with pytest.raises(NotFoundError, match="not mounted"):
+        host.unmount("urgency@v1")
 
 
 @pytest.mark.slow

@@ -244,6 +244,15 @@ def test_publish_validates_fields_and_folder(reg: Registry, tmp_path: Path) -> N
     assert reg.names() == []
 
 
+def test_nan_metrics_and_parent(reg: Registry, tmp_path: Path) -> None:
+    v = reg.publish("intent", _stage(tmp_path / "s1"), _fields(metrics={"f1": float("nan"), "accuracy": 1.0}))
+    again = reg.get("intent", v.version).manifest.metrics
+    assert again["accuracy"] == 1.0 and again["f1"] != again["f1"]  # NaN survives the round trip
+    with pytest.raises(ConfigError, match="`parent` v5 is not a published version"):
+        reg.publish("intent", _stage(tmp_path / "s2"), _fields(parent=5))
+    assert [x.version for x in reg.versions("intent")] == [1]
+
+
 def test_generate_manifest(reg: Registry, tmp_path: Path) -> None:
     v = reg.publish(
         "summary",

@@ -258,7 +258,9 @@ def test_feedback_is_stored_and_exported(server: Server, tmp_path: Path) -> None
         assert client.post(f"/v1/runs/{rid}/feedback", json={"stage": "reply", "rating": 1}).status_code == 201
         bad = client.post(f"/v1/runs/{rid}/feedback", json={"stage": "nosuch", "rating": 1})
         assert bad.status_code == 400 and "`stage`" in bad.json()["detail"]
-        assert client.post(f"/v1/runs/{rid}/feedback", json={"stage": "summary", "rating": 5}).status_code == 400
+        for rating in (5, True, "1", None):
+            resp = client.post(f"/v1/runs/{rid}/feedback", json={"stage": "summary", "rating": rating})
+            assert resp.status_code == 400 and "`rating`" in resp.json()["detail"], (rating, resp.text)
         assert client.post(f"/v1/runs/{rid}/feedback", json={"stage": "summary"}).status_code == 400
 
     store = _store(server)
@@ -340,7 +342,11 @@ def test_auth_and_promotion_without_restart(tmp_path: Path) -> None:
             assert user.post("/v1/adapters/summary/promote", json={"version": 2}).status_code == 403
             refreshes = router.refresh_count
 
-            resp = admin.post("/v1/adapters/summary/promote", json={"version": "v2"})
+            for bad in ("v2", True, 2.0, None):
+                resp = admin.post("/v1/adapters/summary/promote", json={"version": bad})
+                assert resp.status_code == 400 and "`version`" in resp.json()["detail"], (bad, resp.text)
+            assert router.refresh_count == refreshes
+            resp = admin.post("/v1/adapters/summary/promote", json={"version": 2})
             assert resp.status_code == 200, resp.text
             assert resp.json()["promoted"] == "summary@v2" and resp.json()["refreshed"] == ["echo"]
             assert router.refresh_count == refreshes + 1

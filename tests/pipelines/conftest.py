@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 
 INTENTS = [
-    "order_status", "cancel_order", "refund_request", "return_item", "change_shipping_address",
-    "billing_issue", "account_access", "product_question", "technical_support", "complaint", "other",
+    "order_status",
+    "cancel_order",
+    "refund_request",
+    "return_item",
+    "change_shipping_address",
+    "billing_issue",
+    "account_access",
+    "product_question",
+    "technical_support",
+    "complaint",
+    "other",
 ]
 ENTITY_TYPES = ["ORDER_ID", "PERSON", "EMAIL", "PHONE", "DATE", "AMOUNT", "PRODUCT", "ADDRESS"]
 FINGERPRINT = "sha256:" + "ab" * 16
@@ -47,9 +56,20 @@ def _stage(folder: Path, kind: str) -> Path:
 
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(
-        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"})
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": 2,
+                "lora_alpha": 4,
+                "target_modules": ["q_proj"],
+                "task_type": "CAUSAL_LM",
+            }
+        )
     )
-    save_file({"base_model.model.q_proj.lora_A.weight": torch.zeros(2, 8)}, str(folder / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.model.q_proj.lora_A.weight": torch.zeros(2, 8)},
+        str(folder / "adapter_model.safetensors"),
+    )
     if kind in ("classify", "tag"):
         save_file({"weight": torch.zeros(2, 8)}, str(folder / "head.safetensors"))
     return folder
@@ -92,6 +112,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     publish("guard", "classify", ["safe", "attack"])
     publish("toxic", "classify", ["clean", "toxic"])
     publish("bf16gen", "generate", [], prompt=SUMMARY_PROMPT, quantization="bf16")
-    publish("otherbase", "generate", [], prompt=SUMMARY_PROMPT, base_fingerprint="sha256:" + "cd" * 16)
+    publish(
+        "otherbase", "generate", [], prompt=SUMMARY_PROMPT, base_fingerprint="sha256:" + "cd" * 16
+    )
     publish("noprompt", "generate", [])
     return reg

@@ -6,12 +6,21 @@ from typing import Any
 
 import pytest
 
-from loragraph.pipelines.conditions import MISSING, conditions_hold, evaluate_condition, lookup_field
+from loragraph.pipelines.conditions import (
+    MISSING,
+    conditions_hold,
+    evaluate_condition,
+    lookup_field,
+)
 from loragraph.pipelines.spec import Condition
 
 CONTEXT: dict[str, Any] = {
     "text": "Where is order #A-48213?",
-    "intent": {"label": "refund_request", "score": 0.82, "scores": {"refund_request": 0.82, "other": 0.03}},
+    "intent": {
+        "label": "refund_request",
+        "score": 0.82,
+        "scores": {"refund_request": 0.82, "other": 0.03},
+    },
     "entities": {"entities": [{"type": "ORDER_ID", "text": "#A-48213", "start": 15, "end": 23}]},
     "guard_in": {"label": "safe", "score": 0.1, "passed": True, "action": "none"},
     "summary": {"text": "The customer wants a refund."},
@@ -63,8 +72,12 @@ def test_numbers_compare_by_value() -> None:
 @pytest.mark.parametrize("op", ["eq", "ne", "not_in", "in", "lt", "contains"])
 def test_a_missing_field_never_holds(op: str) -> None:
     value: Any = ["x"] if op in ("in", "not_in") else (1 if op == "lt" else "x")
-    assert evaluate_condition(Condition(field="escalation.text", op=op, value=value), CONTEXT) is False
-    assert evaluate_condition(Condition(field="intent.nothing", op=op, value=value), CONTEXT) is False
+    assert (
+        evaluate_condition(Condition(field="escalation.text", op=op, value=value), CONTEXT) is False
+    )
+    assert (
+        evaluate_condition(Condition(field="intent.nothing", op=op, value=value), CONTEXT) is False
+    )
 
 
 def test_lookup_and_all_must_hold() -> None:

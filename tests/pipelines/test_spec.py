@@ -54,7 +54,9 @@ def test_good_file_loads_with_file_order_and_defaults(write_pipeline) -> None:
     assert spec.base.name == "smollm2-135m-instruct" and spec.base.quantization == "nf4"
     edge = spec.edges[0]
     assert (edge.from_, edge.to, edge.default) == ("intent", "summary", False)
-    assert edge.when == [Condition(field="intent.label", op="in", value=["complaint", "refund_request"])]
+    assert edge.when == [
+        Condition(field="intent.label", op="in", value=["complaint", "refund_request"])
+    ]
     assert spec.where(("edges", 0, "when", "op")).endswith(f":{line_of(GOOD, 'op: in')}")
 
 
@@ -62,9 +64,15 @@ def test_pinned_and_promoted_references_parse() -> None:
     assert parse_adapter_ref("intent") == ("intent", None)
     assert parse_adapter_ref("intent@v3") == ("intent", 3)
     spec = parse_pipeline(GOOD)
-    assert (spec.stages["intent"].adapter_name, spec.stages["intent"].adapter_version) == ("intent", None)
+    assert (spec.stages["intent"].adapter_name, spec.stages["intent"].adapter_version) == (
+        "intent",
+        None,
+    )
     assert not spec.stages["intent"].pinned
-    assert (spec.stages["summary"].adapter_name, spec.stages["summary"].adapter_version) == ("summary", 3)
+    assert (spec.stages["summary"].adapter_name, spec.stages["summary"].adapter_version) == (
+        "summary",
+        3,
+    )
     assert spec.stages["summary"].pinned
     for bad in ("intent@", "intent@v0", "in tent", "@v2", "intent@latest"):
         with pytest.raises(ConfigError, match="`adapter`"):
@@ -75,13 +83,17 @@ def test_bad_reference_names_line_and_field() -> None:
     text = GOOD.replace("adapter: summary@v3", "adapter: summary@latest")
     problems = _problems(text)
     assert len(problems) == 1
-    assert problems[0].startswith(f"p.yaml:{line_of(text, 'summary@latest')}: `stages.summary.adapter`")
+    assert problems[0].startswith(
+        f"p.yaml:{line_of(text, 'summary@latest')}: `stages.summary.adapter`"
+    )
 
 
 def test_unknown_field_names_line_field_and_suggestion() -> None:
     text = GOOD.replace('    prompt: "Summarise', '    promt: "Summarise')
     (problem,) = _problems(text)
-    assert problem.startswith(f"p.yaml:{line_of(text, 'promt')}: `stages.summary.promt` is not a known field")
+    assert problem.startswith(
+        f"p.yaml:{line_of(text, 'promt')}: `stages.summary.promt` is not a known field"
+    )
     assert "did you mean `prompt`?" in problem
 
 
@@ -108,11 +120,23 @@ limits:
     problems = _problems(text)
     expected = [
         (line_of(text, "colour"), "`colour` is not a known field"),
-        (line_of(text, "clasify"), "`stages.intent.kind` should be 'classify', 'tag', 'generate' or 'guardrail', got 'clasify'"),
-        (line_of(text, "threshold"), "`stages.reply`: `threshold` is only for `kind: guardrail`"),
+        (
+            line_of(text, "clasify"),
+            "`stages.intent.kind` should be 'classify', 'tag', 'generate' or 'guardrail', got 'clasify'",
+        ),
+        (
+            line_of(text, "threshold"),
+            "`stages.reply.threshold` is only for `kind: guardrail`, not `kind: generate`",
+        ),
         (line_of(text, "- from: intent"), "`edges[0].to` is required"),
-        (line_of(text, "op: gt"), "`value` must be a number for `op: gt`"),
-        (line_of(text, "max_document_chars"), "`limits.max_document_chars` should be greater than or equal to 1"),
+        (
+            line_of(text, "op: gt"),
+            "`edges[1].when.value` must be a number for `op: gt`, got 'high'",
+        ),
+        (
+            line_of(text, "max_document_chars"),
+            "`limits.max_document_chars` should be greater than or equal to 1",
+        ),
     ]
     assert len(problems) == len(expected), problems
     for problem, (line, start) in zip(problems, expected, strict=True):
@@ -121,10 +145,14 @@ limits:
 
 def test_duplicate_keys_are_problems_with_both_lines() -> None:
     text = GOOD + "  - {from: intent, to: summary}\n"
-    text = text.replace("  summary:\n", "  intent:\n    kind: tag\n    adapter: entities\n  summary:\n", 1)
+    text = text.replace(
+        "  summary:\n", "  intent:\n    kind: tag\n    adapter: entities\n  summary:\n", 1
+    )
     (problem,) = _problems(text)
     first, second = line_of(text, "  intent:"), line_of(text, "  intent:", 2)
-    assert problem.startswith(f"p.yaml:{second}: `stages.intent` is written twice (lines {first} and {second})")
+    assert problem.startswith(
+        f"p.yaml:{second}: `stages.intent` is written twice (lines {first} and {second})"
+    )
 
 
 def test_yaml_syntax_error_names_the_line(write_pipeline) -> None:
@@ -168,8 +196,12 @@ stages:
     max_new_tokens: 12
 """
     problems = _problems(text)
-    assert problems[0].startswith(f"p.yaml:{line_of(text, 'guard:')}: `stages.guard`: `fallback`")
-    assert problems[1].startswith(f"p.yaml:{line_of(text, 'max_new_tokens')}: `stages.intent`: `max_new_tokens` is only for `kind: generate`")
+    assert problems[0].startswith(
+        f"p.yaml:{line_of(text, 'guard:')}: `stages.guard.fallback` (the reply to send instead) is required"
+    )
+    assert problems[1].startswith(
+        f"p.yaml:{line_of(text, 'max_new_tokens')}: `stages.intent.max_new_tokens` is only for `kind: generate`"
+    )
 
 
 def test_condition_value_shapes() -> None:
@@ -186,8 +218,12 @@ def test_condition_value_shapes() -> None:
 
 def test_edge_default_and_when_exclude_each_other_and_alias_works() -> None:
     with pytest.raises(ValueError, match="cannot be combined"):
-        EdgeSpec.model_validate({"from": "a", "to": "b", "default": True, "when": {"field": "a.label", "value": "x"}})
-    edge = EdgeSpec.model_validate({"from": "a", "to": "b", "when": {"field": "a.label", "value": "x"}})
+        EdgeSpec.model_validate(
+            {"from": "a", "to": "b", "default": True, "when": {"field": "a.label", "value": "x"}}
+        )
+    edge = EdgeSpec.model_validate(
+        {"from": "a", "to": "b", "when": {"field": "a.label", "value": "x"}}
+    )
     assert edge.conditional and edge.label() == "a.label == x"
     assert EdgeSpec(from_="a", to="b").model_dump(by_alias=True)["from"] == "a"
 
@@ -195,14 +231,26 @@ def test_edge_default_and_when_exclude_each_other_and_alias_works() -> None:
 def test_bad_prompt_template_is_a_field_problem() -> None:
     text = GOOD.replace('"Summarise: {{ text }}"', '"Summarise: {{ text "')
     (problem,) = _problems(text)
-    assert problem.startswith(f"p.yaml:{line_of(text, 'prompt:')}: `stages.summary`: `prompt` is not a valid template")
+    assert problem.startswith(
+        f"p.yaml:{line_of(text, 'prompt:')}: `stages.summary.prompt` is not a valid template"
+    )
 
 
 def test_chunking_combine_must_fit_the_kind() -> None:
-    text = GOOD.replace("    adapter: intent\n", "    adapter: intent\n    chunking: {max_chars: 500, combine: concat}\n")
+    text = GOOD.replace(
+        "    adapter: intent\n",
+        "    adapter: intent\n    chunking: {max_chars: 500, combine: concat}\n",
+    )
     (problem,) = _problems(text)
-    assert "`chunking.combine` must be one of `vote`, `max`, `first` for `kind: classify`" in problem
-    ok = parse_pipeline(GOOD.replace("    adapter: intent\n", "    adapter: intent\n    chunking: {max_chars: 500}\n"))
+    assert (
+        "`stages.intent.chunking.combine` must be one of `vote`, `max`, `first` for `kind: classify`, got `concat`"
+        in problem
+    )
+    ok = parse_pipeline(
+        GOOD.replace(
+            "    adapter: intent\n", "    adapter: intent\n    chunking: {max_chars: 500}\n"
+        )
+    )
     assert ok.stages["intent"].combine == "vote" and ok.stages["summary"].combine == "concat"
 
 
@@ -228,3 +276,44 @@ def test_shipped_sample_loads() -> None:
     assert spec.stages["summary"].inputs == ["text"]
     assert spec.stages["reply"].inputs == ["text", "intent", "entities", "summary"]
     assert spec.reply_from == ["reply", "out_of_scope"]
+
+
+def test_stage_helpers_for_the_router() -> None:
+    spec = load_pipeline(SAMPLE)
+    context = {
+        "text": "t",
+        "intent": {"label": "other"},
+        "entities": {"entities": []},
+        "summary": {"text": "s"},
+    }
+    assert spec.stages["summary"].select_context(context) == {"text": "t"}
+    assert spec.stages["escalation"].select_context(context) == {
+        "text": "t",
+        "intent": {"label": "other"},
+        "entities": {"entities": []},
+    }
+    assert StageSpec(kind="generate", adapter="x").select_context(context) == context
+    assert spec.reply_stage(["intent", "entities", "summary", "reply", "escalation"]) == "reply"
+    assert spec.reply_stage(["intent", "out_of_scope"]) == "out_of_scope"
+    assert spec.reply_stage(["intent"]) is None
+    plain = parse_pipeline(GOOD)
+    assert (
+        plain.reply_stage(["intent", "summary"]) == "summary"
+        and plain.reply_stage(["intent"]) is None
+    )
+    guard = StageSpec(kind="guardrail", adapter="guard")
+    assert guard.flagged_labels(["safe", "attack", "pii"]) == ["attack", "pii"]
+    assert StageSpec(kind="guardrail", adapter="guard", flag_labels=["pii"]).flagged_labels(
+        ["safe", "pii"]
+    ) == ["pii"]
+    assert (
+        guard.text_source == "text"
+        and StageSpec(kind="guardrail", adapter="g", target="reply").text_source == "reply"
+    )
+
+
+def test_empty_when_is_unconditional_and_empty_inputs_are_refused() -> None:
+    text = "name: x\nstages:\n  a: {kind: classify, adapter: s}\n  b: {kind: classify, adapter: s}\nedges:\n  - {from: a, to: b, when: null}\n"
+    assert not parse_pipeline(text).edges[0].conditional
+    (problem,) = _problems(text.replace("adapter: s}\n  b", "adapter: s, inputs: []}\n  b", 1))
+    assert problem.startswith("p.yaml:3: `stages.a.inputs` list should have at least 1 item")

@@ -60,7 +60,7 @@ def test_loads_every_kind(tmp_path: Path) -> None:
                                           {"text": "nothing here", "entities": []}])
     gen = _write(tmp_path / "gen.jsonl", [{"input": {"text": "hi", "intent": {"label": "other"}}, "target": "Hello!"}])
     pairs = _write(tmp_path / "pairs.jsonl", [{"input": {"text": "hi"}, "chosen": "Hello!", "rejected": "Go away."}])
-    t = load_examples(tag, "tag", labels=["ORDER_ID"])
+    t = load_examples(tag, "tag", labels=["ORDER_ID"], min_per_label=1)
     assert isinstance(t.examples[0], TagExample) and t.examples[0].entities[0].end == 14
     assert t.labels() == ["ORDER_ID"]
     g = load_examples(gen, "generate")
@@ -120,6 +120,11 @@ def test_unknown_labels_and_entity_types(tmp_path: Path) -> None:
     tag = _write(tmp_path / "t.jsonl", [{"text": "call Maria", "entities": [{"type": "PERSN", "start": 5, "end": 10}]}])
     with pytest.raises(DataError, match=r"t\.jsonl:1: .*`entities\[0\]\.type` 'PERSN' is not one of the entity types \(PERSON\)"):
         load_examples(tag, "tag", labels=["PERSON"])
+    # reported together with the line's other problems, not hidden by them
+    both = _write(tmp_path / "b.jsonl", [{"text": "call Maria", "entities": [{"type": "PERSN", "start": 5, "end": 99}]}])
+    with pytest.raises(DataError) as err:
+        load_examples(both, "tag", labels=["PERSON"])
+    assert [p.split(": ", 1)[1].split(" ")[0] for p in _problems(err)] == ["`entities[0]`", "`entities[0].type`"]
 
 
 def test_too_few_examples_per_label(tmp_path: Path) -> None:
@@ -132,6 +137,15 @@ def test_too_few_examples_per_label(tmp_path: Path) -> None:
         load_examples(path, "classify", labels=["order_status", "refund_request", "complaint", "other"], min_per_label=1)
     assert len(load_examples(path, "classify", min_per_label=1)) == 5
     assert len(load_examples(path, "classify", min_per_label=0)) == 5
+    tag = _write(tmp_path / "t.jsonl", [{"text": "Ann and Bob", "entities": [{"type": "PERSON", "start": 0, "end": 3}, {"type": "PERSON", "start": 8, "end": 11}]},
+                                        {"text": "at 5 Main St, Leeds", "entities": [{"type": "ADDRESS", "start": 3, "end": 19}]}])
+    with pytest.raises(DataError) as err:
+        load_examples(tag, "tag", labels=["PERSON", "ADDRESS", "EMAIL"])
+    assert _problems(err) == [
+        "t.jsonl:2: entity type 'ADDRESS' has 1 span(s), expected at least 2 (`min_per_label`)",
+        "t.jsonl: entity type 'EMAIL' has 0 span(s), expected at least 2 (`min_per_label`)",
+    ]
+    assert len(load_examples(tag, "tag", labels=["PERSON", "ADDRESS"], min_per_label=1)) == 2
 
 
 def test_duplicates(tmp_path: Path) -> None:
@@ -182,6 +196,17 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         load_examples(tmp_path / "latin.jsonl", "classify")
 
 
+def test_line_numbers_survive_bom_crlf_and_unicode_separators(tmp_path: Path) -> None:
+    rows = [_clf("one\u2028two\x85three", "x"), _clf("second", "x"), {"text": "third"}]
+    body = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n"
+    (tmp_path / "w.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    with pytest.raises(DataError) as err:
+        load_examples(tmp_path / "w.jsonl", "classify")
+    assert _problems(err) == ["w.jsonl:3: missing field `label`"]
+    data = load_examples(tmp_path / "w.jsonl", "classify", skip_invalid=True)
+    assert data.examples[0].text == "one\u2028two\x85three" and data.lines == [1, 2]
+
+
 def test_parse_example_direct() -> None:
     assert parse_example({"text": "a", "label": "b"}, "classify") == ClassifyExample(text="a", label="b")
     with pytest.raises(ValueError, match="missing field `label`"):
@@ -220,7 +245,7 @@ def test_to_dataset_columns(tmp_path: Path) -> None:
     clf = load_examples(_write(tmp_path / "c.jsonl", GOOD_CLF), "classify")
     ds = to_dataset(clf, labels=["refund_request", "order_status"])
     assert ds.column_names == ["text", "label", "label_id"] and ds[0]["label_id"] == 1
-    tag = load_examples(_write(tmp_path / "t.jsonl", [{"text": "hi Ann", "entities": [{"type": "PERSON", "start": 3, "end": 6}]}]), "tag")
+    tag = load_examples(_write(tmp_path / "t.jsonl", [{"text": "hi Ann", "entities": [{"type": "PERSON", "start": 3, "end": 6}]}]), "tag", min_per_label=1)
     assert to_dataset(tag)[0]["entities"] == [{"type": "PERSON", "start": 3, "end": 6}]
     gen_rows = [{"input": {"text": "a", "intent": {"label": "x"}}, "target": "T1"}, {"input": {"text": "b"}, "target": "T2"}]
     gen = load_examples(_write(tmp_path / "g.jsonl", gen_rows), "generate")

@@ -75,11 +75,13 @@ def _sha_tree(root: Path, *, skip: set[Path] = frozenset()) -> dict[str, str]:  
     return out
 
 
-def _publish_sft(registry: Registry, base_path: Path, name: str, seed: int, staging: Path) -> None:
+def _publish_sft(
+    registry: Registry, base_path: Path | str, name: str, seed: int, staging: Path, quantization: str = "fp32"
+) -> None:
     """Publish a LoRA with random weights as a `generate` adapter trained by `sft`."""
     from peft import LoraConfig, get_peft_model
 
-    base = load_base(BaseSpec(name=str(base_path), quantization="fp32"))
+    base = load_base(BaseSpec(name=str(base_path), quantization=quantization))  # type: ignore[arg-type]
     model = get_peft_model(
         base.model,
         LoraConfig(
@@ -107,7 +109,7 @@ def _publish_sft(registry: Registry, base_path: Path, name: str, seed: int, stag
             "system": SYSTEM,
             "base_name": str(base_path),
             "base_fingerprint": base.fingerprint,
-            "quantization": "fp32",
+            "quantization": quantization,
             "data_hash": "sha256:" + "0" * 64,
             "hyperparameters": {"lora": {"r": 4}},
             "metrics": {"rougeL": 0.1},
@@ -540,3 +542,21 @@ def test_cli_align(
     _write_jsonl(pairs, [{"input": {"text": "x"}, "chosen": "same", "rejected": "same"}])
     assert main(["align", "reply", "--pairs", str(pairs)]) == 2
     assert "pairs.jsonl:1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_align_on_the_real_nf4_base(tmp_path: Path) -> None:
+    """The QLoRA path: nf4 base, bf16 -> fp32 adapter weights, repack only after training."""
+    registry = Registry(tmp_path / "adapters")
+    _publish_sft(registry, "smollm2-135m-instruct", "reply", 1, tmp_path / "staging", quantization="nf4")
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _pairs_rows(3))
+    config = _test_config(tmp_path, learning_rate=1e-3, epochs=1, batch_size=2, max_length=160, holdout_fraction=0.34)
+    version = align("reply", pairs, config, registry=registry)
+    m = version.manifest
+    assert (m.parent, m.method, m.quantization) == (1, "dpo", "nf4")
+    assert m.metrics["train_pairs"] == 2 and m.metrics["eval_pairs"] == 1
+    from safetensors.torch import load_file
+
+    old = load_file(str(registry.get("reply", 1).path / "adapter_model.safetensors"))
+    new = load_file(str(version.path / "adapter_model.safetensors"))
+    assert any(not torch.equal(old[k].float(), new[k].float()) for k in old)

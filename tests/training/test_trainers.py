@@ -17,6 +17,16 @@ from loragraph.errors import ConfigError, DataError
 from loragraph.training.config import TrainConfig
 from loragraph.training.train import EpochReport, train
 
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """Tiny models train fastest on one thread, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 PRODUCTS = ["blue kettle", "AeroPress Go", "Model X200 router", "red shoes", "desk lamp", "phone case"]
 PROMPT = "Summarise the message.\n{{ text }}"
 
@@ -52,7 +62,7 @@ def _generate_row(rng: random.Random, i: int) -> dict[str, Any]:
 ROWS = {"classify": _classify_row, "tag": _tag_row, "generate": _generate_row}
 
 
-def write_data(folder: Path, kind: str, *, n_train: int = 24, n_eval: int = 8, seed: int = 0) -> dict[str, Path]:
+def write_data(folder: Path, kind: str, *, n_train: int = 16, n_eval: int = 6, seed: int = 0) -> dict[str, Path]:
     """Write train/validation/test JSONL of ``kind`` with distinct texts; returns the paths."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,7 +91,7 @@ def make_config(tmp_path: Path, tiny_base_path: Path, kind: str, name: str | Non
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
     }
     if kind == "generate":
-        fields.update(prompt=PROMPT, system="Be brief.", max_new_tokens=6, max_length=160)
+        fields.update(prompt=PROMPT, system="Be brief.", max_new_tokens=4, max_length=160)
     fields.update(overrides)
     return TrainConfig.model_validate(fields)
 
@@ -225,11 +235,13 @@ def test_early_stopping(tmp_path: Path, tiny_base_path: Path) -> None:
 
 
 def test_generate_early_stopping(tmp_path: Path, tiny_base_path: Path) -> None:
-    cfg = make_config(tmp_path, tiny_base_path, "generate", epochs=5, early_stopping_patience=1, learning_rate=1.0)
-    version = train(cfg, registry=Registry(tmp_path / "r"))
+    # no epoch can lower the validation loss by more than the threshold (1e-4) at this learning rate
+    cfg = make_config(tmp_path, tiny_base_path, "generate", epochs=4, early_stopping_patience=1, learning_rate=1e-12)
+    seen: list[int] = []
+    version = train(cfg, registry=Registry(tmp_path / "r"), on_epoch_end=lambda r: seen.append(r.epoch))
+    assert seen == [1, 2]
     h = version.manifest.hyperparameters
-    # lr 1.0 diverges: the validation loss gets worse after the first epoch and training stops
-    assert h["stopped_early"] is True and h["epochs_trained"] < 5
+    assert h["stopped_early"] is True and h["epochs_trained"] == 2
 
 
 def test_retraining_one_adapter_leaves_every_other_byte_identical(tmp_path: Path, tiny_base_path: Path) -> None:
@@ -257,17 +269,29 @@ def test_bad_data_line_is_named(tmp_path: Path, tiny_base_path: Path) -> None:
         fh.write('{"text": "no label here"}\n')
     with pytest.raises(DataError) as info:
         train(cfg, registry=Registry(tmp_path / "r"))
-    assert info.value.where == "train.jsonl:25"
+    assert info.value.where == "train.jsonl:17"
 
 
 def test_unknown_target_module_is_a_config_error(tmp_path: Path, tiny_base_path: Path) -> None:
     cfg = make_config(tmp_path, tiny_base_path, "classify", lora={"target_modules": ["qkv"]})
-    with pytest.raises(ConfigError, match="`lora.target_modules`"):
+    with pytest.raises(ConfigError, match=r"`lora\.target_modules`"):
         train(cfg, registry=Registry(tmp_path / "r"))
 
 
 def test_base_quantization_must_match(tmp_path: Path, tiny_base_path: Path) -> None:
     cfg = make_config(tmp_path, tiny_base_path, "classify")
     base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
-    with pytest.raises(ConfigError, match="`base.quantization`"):
+    with pytest.raises(ConfigError, match=r"`base\.quantization`"):
         train(cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="bf16")}), base=base)
+
+
+def test_lora_on_the_last_layers_only(tmp_path: Path, tiny_base_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1, lora={"target_modules": ["q_proj"], "last_layers": 1})
+    version = train(cfg, registry=Registry(tmp_path / "r"))
+    keys = list(load_file(str(version.path / "adapter_model.safetensors")))
+    assert keys and all(".layers.1." in k for k in keys)  # the tiny base has layers 0 and 1
+    too_many = make_config(tmp_path, tiny_base_path, "classify", name="y", lora={"last_layers": 3})
+    with pytest.raises(ConfigError, match=r"`lora\.last_layers` must be at most the base's 2 layers"):
+        train(too_many, registry=Registry(tmp_path / "r"))

@@ -44,6 +44,6 @@ class Classification(evaluate.Metric):
         return {
             "accuracy": float(accuracy_score(references, predictions)),
             "macro_f1": float(sum(per_label) / len(labels)) if labels else 0.0,
-            "per_label_f1": {label: float(v) for label, v in zip(labels, per_label)},
+            "per_label_f1": {label: float(v) for label, v in zip(labels, per_label, strict=True)},
             "support": len(references),
         }

@@ -40,7 +40,7 @@ class Entities(evaluate.Metric):
     def _compute(self, predictions, references):
         predictions = [list(p) for p in predictions]
         references = [list(r) for r in references]
-        for i, (p, r) in enumerate(zip(predictions, references)):
+        for i, (p, r) in enumerate(zip(predictions, references, strict=False)):
             if len(p) != len(r):
                 raise ValueError(f"sequence {i}: {len(p)} predicted tags but {len(r)} expected tags")
         kw = {"mode": "strict", "scheme": IOB2, "zero_division": 0}

@@ -34,7 +34,7 @@ class Rouge(evaluate.Metric):
     def _compute(self, predictions, references, use_stemmer=True):
         scorer = rouge_scorer.RougeScorer(list(_TYPES), use_stemmer=use_stemmer)
         totals = {t: 0.0 for t in _TYPES}
-        for pred, ref in zip(predictions, references):
+        for pred, ref in zip(predictions, references, strict=True):
             scores = scorer.score(ref, pred)
             for t in _TYPES:
                 totals[t] += scores[t].fmeasure

@@ -1,0 +1,207 @@
+"""Benchmark the cost of the two guardrails as a fraction of a sample pipeline run (goal < 15%).
+
+The sample pipeline (``examples/customer_service/pipeline.yaml``) is extended the way its
+header describes: an input guardrail first (``guard_in``: adapter ``guard_input``, policy
+``block``) with an edge to the old entry, and an output guardrail after ``reply``
+(``guard_out``: adapter ``guard_output``, ``target: reply``, policy ``replace``). Benign
+customer messages are run through it (so every stage runs) and, from each run's trace,
+
+    guardrail share = (latency of the guardrail steps) / (latency of the whole run)
+
+is reported (mean and per guardrail); the same documents also run through the pipeline
+without guardrails, and the relative slowdown is reported beside it.
+
+    python benchmarks/guardrails.py [--pipeline examples/customer_service/pipeline.yaml]
+        [--docs 6] [--repeats 2] [--input-adapter guard_input] [--output-adapter guard_output]
+        [--threshold 0.5] [--random-adapters] [--json]
+
+``--random-adapters`` publishes untrained adapters (every adapter of the pipeline and the
+two guardrails) into a temporary registry on the bundled base, so the benchmark runs before
+the adapters are trained: the timings have the same shape, the outputs are meaningless
+(the guardrail threshold is then 1.0 so that every run goes through every stage). Only
+runs that end `ok` count in the share (a blocked run is all guardrail by construction).
+``--base DIR`` swaps in another base (e.g. ``loragraph.testing.tiny_base_dir``) for a
+quick smoke run.
+Needs the router (``loragraph.router.router.Router``) and a prepared base
+(``loragraph base prepare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "examples" / "customer_service" / "pipeline.yaml"
+DOCS = [
+    "Hi, I was charged $49.99 twice for order #A-48213 last Tuesday. Please refund the extra charge. Maria Lopez",
+    "where is my order ORD-2024-11873?? it was supposed to arrive on March 3rd",
+    "I want to return the blue kettle, it leaks. Can you email me a label at maria.lopez@example.com?",
+    "Please change the delivery address for order 5512-993 to 221B Baker Street, London NW1 6XE.",
+    "I can't log in, the password reset email never arrives. My phone is +1 415 555 0134.",
+    "Is the AeroPress Go compatible with paper filters from other brands?",
+]
+
+
+def guarded_pipeline(pipeline: Path, *, input_adapter: str, output_adapter: str, threshold: float) -> dict[str, Any]:
+    """The sample pipeline's YAML document with an input and an output guardrail added."""
+    import yaml
+
+    doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
+    stages = doc["stages"]
+    if "reply" not in stages:
+        raise SystemExit(f"{pipeline}: expected a `reply` stage to guard")
+    old_entry = doc.get("entry")
+    guard_in = {
+        "kind": "guardrail", "adapter": input_adapter, "target": "input", "policy": "block",
+        "threshold": threshold, "description": "input guardrail: attacks are blocked",
+    }
+    guard_out = {
+        "kind": "guardrail", "adapter": output_adapter, "target": "reply", "policy": "replace",
+        "threshold": threshold, "fallback": "Thank you for your message. A colleague will get back to you shortly.",
+        "description": "output guardrail: toxic or leaking replies are replaced",
+    }
+    doc["stages"] = {"guard_in": guard_in, **stages, "guard_out": guard_out}
+    doc["entry"] = "guard_in"
+    doc["name"] = f"{doc.get('name', 'pipeline')}-guarded"
+    doc["edges"] = [{"from": "guard_in", "to": old_entry}, *doc.get("edges", []), {"from": "reply", "to": "guard_out"}]
+    return doc
+
+
+def _publish_random(registry_root: Path, pipeline_doc: dict[str, Any], train_dir: Path) -> None:
+    import yaml
+
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import publish_random_adapter
+
+    base = load_base(BaseSpec(**pipeline_doc.get("base", {})))
+    registry = Registry(registry_root)
+    done: set[str] = set()
+    for stage in pipeline_doc["stages"].values():
+        name = str(stage["adapter"]).split("@")[0]
+        if name in done:
+            continue
+        done.add(name)
+        cfg_path = train_dir / f"{name}.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+        kind = "classify" if stage["kind"] == "guardrail" else stage["kind"]
+        labels = cfg.get("labels") or (["safe", "attack"] if stage["kind"] == "guardrail" else ["a", "b", "c"])
+        publish_random_adapter(
+            registry, base, name, kind,
+            labels=labels if kind != "generate" else None,
+            prompt=cfg.get("prompt") or "{{ text }}",
+            system=cfg.get("system"),
+        )
+
+
+def _run(router: Any, docs: list[str], repeats: int) -> list[Any]:
+    results = []
+    for _ in range(repeats):
+        for doc in docs:
+            results.append(router.run(doc))
+    return results
+
+
+def measure(plain: Path, guarded: Path, docs: list[str], repeats: int) -> dict[str, Any]:
+    """Run both pipelines (sharing one base and host) and compute the guardrail share."""
+    from loragraph.router.router import Router
+
+    router = Router.from_yaml(guarded)
+    plain_router = Router.from_yaml(plain, base=router.host.base)  # same base, same resident adapters
+    _run(router, docs[:1], 1)  # warm-up: first forward passes, repacking
+    _run(plain_router, docs[:1], 1)
+
+    started = time.perf_counter()
+    guarded_results = _run(router, docs, repeats)
+    guarded_s = time.perf_counter() - started
+    started = time.perf_counter()
+    _run(plain_router, docs, repeats)
+    plain_s = time.perf_counter() - started
+
+    shares, per_guardrail = [], {"guard_in": [], "guard_out": []}
+    statuses: dict[str, int] = {}
+    for r in guarded_results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        total = sum(t.latency_ms for t in r.trace) or r.latency_ms
+        guard_ms = 0.0
+        for t in r.trace:
+            if t.kind == "guardrail":
+                guard_ms += t.latency_ms
+                per_guardrail.setdefault(t.stage, []).append(t.latency_ms)
+        if total > 0 and r.status == "ok":  # a blocked run is all guardrail by construction
+            shares.append(guard_ms / total)
+    return {
+        "runs": len(guarded_results),
+        "statuses": statuses,
+        "guardrail_share_mean": statistics.fmean(shares) if shares else None,
+        "guardrail_share_max": max(shares) if shares else None,
+        "guardrail_ms_mean": {k: statistics.fmean(v) for k, v in per_guardrail.items() if v},
+        "guarded_s": guarded_s,
+        "plain_s": plain_s,
+        "slowdown": guarded_s / plain_s - 1.0 if plain_s > 0 else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", type=Path, default=PIPELINE)
+    parser.add_argument("--docs", type=int, default=6, help="documents per repeat")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--input-adapter", default="guard_input")
+    parser.add_argument("--output-adapter", default="guard_output")
+    parser.add_argument("--threshold", type=float, default=0.5, help="threshold of both guardrails")
+    parser.add_argument("--random-adapters", action="store_true", help="untrained adapters in a temporary registry")
+    parser.add_argument("--base", default=None, help="override the pipeline's base (a model folder; e.g. a tiny test base)")
+    parser.add_argument("--quantization", default=None, help="override the base quantization (with --base: default fp32)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import yaml
+
+    # random guardrails flag at random: threshold 1.0 lets every document through all stages
+    threshold = 1.0 if args.random_adapters else args.threshold
+    doc = guarded_pipeline(args.pipeline, input_adapter=args.input_adapter, output_adapter=args.output_adapter, threshold=threshold)
+    plain_doc = yaml.safe_load(args.pipeline.read_text(encoding="utf-8"))
+    if args.base is not None:
+        override = {"name": str(Path(args.base).resolve()), "quantization": args.quantization or "fp32"}
+        doc["base"] = plain_doc["base"] = override
+    elif args.quantization is not None:
+        doc["base"] = plain_doc["base"] = {**plain_doc.get("base", {}), "quantization": args.quantization}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        plain = tmp / "plain.yaml"
+        plain.write_text(yaml.safe_dump(plain_doc, sort_keys=False), encoding="utf-8")
+        guarded = tmp / "guarded.yaml"
+        guarded.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        if args.random_adapters:
+            home = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph")
+            (tmp / "home").mkdir()
+            (tmp / "home" / "base").symlink_to(home / "base")
+            os.environ["LORAGRAPH_HOME"] = str(tmp / "home")
+            _publish_random(tmp / "home" / "adapters", doc, args.pipeline.parent / "train")
+        result = measure(plain, guarded, (DOCS * 4)[: args.docs], args.repeats)
+    result["random_adapters"] = args.random_adapters
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    share = result["guardrail_share_mean"]
+    print(f"{result['runs']} runs of {args.pipeline.name} + guard_in + guard_out"
+          f"{'  (RANDOM adapters)' if args.random_adapters else ''}; statuses {result['statuses']}")
+    print(f"guardrail share of a run   mean {share:.3%}  max {result['guardrail_share_max']:.3%}  (goal < 15%)")
+    for name, ms in result["guardrail_ms_mean"].items():
+        print(f"  {name:<10} {ms:8.1f} ms per run")
+    print(f"wall time guarded {result['guarded_s']:.2f}s vs plain {result['plain_s']:.2f}s: slowdown {result['slowdown']:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

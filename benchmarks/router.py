@@ -1,0 +1,234 @@
+"""Benchmark the router on the bundled base with the sample adapters, in one run:
+
+(a) the sample pipeline with adapter swaps vs the same calls with one adapter kept active
+    (the cost of swapping; goal <= 1.05x). Decoding is forced to the full max_new_tokens in
+    both so they do identical work;
+(b) one classify step vs one plain base forward on the same tokens (goal <= 1.2x);
+(c) peak memory: all pipeline adapters resident vs the base alone (goal <= 1.10x), and vs
+    one merged model per adapter (the layout loragraph replaces). Each layout is measured in
+    its own child process (peak RSS); all in this one run.
+
+    python benchmarks/router.py [--pipeline examples/customer_service/pipeline.yaml]
+                                [--docs 6] [--repeats 3] [--random-adapters]
+
+``--random-adapters`` publishes untrained adapters with the sample pipeline's names into a
+temporary registry (for trying the benchmark before the sample adapters are trained); the
+timings are the same shape, the outputs meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "examples" / "customer_service" / "pipeline.yaml"
+DOCS = [
+    "Hi, I was charged $49.99 twice for order #A-48213 last Tuesday. Please refund the extra charge. Maria Lopez",
+    "where is my order ORD-2024-11873?? it was supposed to arrive on March 3rd",
+    "I want to return the blue kettle, it leaks. Can you email me a label at maria.lopez@example.com?",
+    "Your delivery driver was rude and the parcel was late again. Not happy.",
+    "Please change the delivery address for order 5512-993 to 221B Baker Street, London NW1 6XE.",
+    "I can't log in, the password reset email never arrives. My phone is +1 415 555 0134.",
+    "What's the weather like in Paris tomorrow?",
+    "Is the AeroPress Go compatible with paper filters from other brands?",
+]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _publish_random(registry_root: Path, pipeline: Path) -> None:
+    """Untrained adapters with the names, kinds and prompts the sample pipeline expects."""
+    import yaml
+
+    from loragraph.adapters.base import load_base
+    from loragraph.adapters.registry import Registry
+    from loragraph.pipelines.spec import load_pipeline
+    from loragraph.testing import publish_random_adapter
+
+    spec = load_pipeline(pipeline)
+    base = load_base(spec.base)
+    registry = Registry(registry_root)
+    train_dir = pipeline.parent / "train"
+    done: set[str] = set()
+    for stage in spec.stages.values():
+        name = stage.adapter.split("@")[0]
+        if name in done:
+            continue
+        done.add(name)
+        cfg_path = train_dir / f"{name}.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+        kind = "classify" if stage.kind == "guardrail" else stage.kind
+        labels = cfg.get("labels") or (["safe", "attack"] if stage.kind == "guardrail" else ["a", "b", "c"])
+        publish_random_adapter(
+            registry, base, name, kind,
+            labels=labels if kind != "generate" else None,
+            prompt=cfg.get("prompt") or "{{ text }}",
+            system=cfg.get("system"),
+        )
+
+
+def _fixed_length(host: Any) -> None:
+    """Make every generate call decode exactly max_new_tokens (no early EOS)."""
+    peft = host._peft
+    original = peft.generate
+
+    def generate(**kw: Any) -> Any:
+        return original(**kw, min_new_tokens=kw["generation_config"].max_new_tokens)
+
+    peft.generate = generate
+
+
+def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any]:
+    import torch
+
+    from loragraph.router.router import Router
+
+    router = Router.from_yaml(pipeline)
+    host = router.host
+    _fixed_length(host)
+    router.run_many(docs[:1])  # warm-up (4-bit CPU repack, first mounts)
+
+    def timed() -> float:
+        t = time.perf_counter()
+        results = router.run_many(docs)
+        assert all(r.status != "error" for r in results), [r.error for r in results]
+        return time.perf_counter() - t
+
+    swaps = [timed() for _ in range(repeats)]
+    # the same calls with ONE adapter kept active: activation becomes a no-op
+    original_activate = host._activate
+    host._activate = lambda mounted: None  # type: ignore[method-assign]
+    single = [timed() for _ in range(repeats)]
+    host._activate = original_activate  # type: ignore[method-assign]
+
+    # (b) a classify step vs one plain base forward on the same tokens
+    classify_stage = next(n for n, s in router.spec.stages.items() if s.kind == "classify")
+    version = router._versions[classify_stage]
+    text = docs[0]
+    enc = host.tokenizer([text], return_tensors="pt")
+    cls_t, fwd_t = [], []
+    with torch.inference_mode():
+        for _ in range(max(repeats, 5)):
+            t = time.perf_counter()
+            host.classify(version, [text])
+            cls_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with host._peft.disable_adapter():
+                host._peft(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            fwd_t.append(time.perf_counter() - t)
+    return {
+        "docs": len(docs),
+        "stages": len(router.spec.stages),
+        "adapters": len(router.adapters()),
+        "pipeline_swaps_s": statistics.median(swaps),
+        "pipeline_single_adapter_s": statistics.median(single),
+        "classify_ms": statistics.median(cls_t) * 1000,
+        "base_forward_ms": statistics.median(fwd_t) * 1000,
+        "tokens": int(enc["input_ids"].shape[1]),
+    }
+
+
+def child_memory(pipeline: Path, layout: str) -> dict[str, Any]:
+    from loragraph.adapters.base import load_base
+    from loragraph.pipelines.spec import load_pipeline
+
+    spec = load_pipeline(pipeline)
+    if layout == "base":
+        base = load_base(spec.base)
+        enc = base.tokenizer([DOCS[0]], return_tensors="pt")
+        base.model(**enc)
+        return {"peak_rss_mb": _rss_mb()}
+    if layout == "resident":
+        from loragraph.router.router import Router
+
+        router = Router.from_yaml(pipeline)
+        router.run_many(DOCS[:2])
+        return {"peak_rss_mb": _rss_mb(), "adapters": len(router.adapters())}
+    # one merged model per adapter: the base loaded once per adapter, LoRA merged in
+    from peft import PeftModel
+
+    from loragraph.adapters.registry import Registry
+
+    registry = Registry()
+    refs = list(dict.fromkeys(s.adapter for s in spec.stages.values()))
+    models = []
+    for ref in refs:
+        version = registry.resolve(ref)
+        base = load_base(spec.base)
+        merged = PeftModel.from_pretrained(base.model, str(version.path)).merge_and_unload()
+        enc = base.tokenizer([DOCS[0]], return_tensors="pt")
+        merged(**enc)
+        models.append(merged)
+    return {"peak_rss_mb": _rss_mb(), "models": len(models)}
+
+
+def _child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", type=Path, default=PIPELINE)
+    parser.add_argument("--docs", type=int, default=6, help="documents per pipeline run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--random-adapters", action="store_true", help="untrained adapters in a temporary registry")
+    parser.add_argument("--skip-merged", action="store_true", help="skip the merged-models memory layout")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    docs = (DOCS * 4)[: args.docs]
+    if args.child == "timing":
+        print(json.dumps(child_timing(args.pipeline, docs, args.repeats)))
+        return
+    if args.child:
+        print(json.dumps(child_memory(args.pipeline, args.child)))
+        return
+
+    env = dict(os.environ)
+    tmp = None
+    if args.random_adapters:
+        tmp = tempfile.TemporaryDirectory()
+        env["LORAGRAPH_HOME"] = tmp.name
+        base_dir = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph") / "base"
+        (Path(tmp.name) / "base").symlink_to(base_dir)
+        os.environ["LORAGRAPH_HOME"] = tmp.name
+        _publish_random(Path(tmp.name) / "adapters", args.pipeline)
+    common = ["--pipeline", str(args.pipeline), "--docs", str(args.docs), "--repeats", str(args.repeats)]
+    timing = _child(["--child", "timing", *common], env)
+    memory = {layout: _child(["--child", layout, *common], env) for layout in ("base", "resident")}
+    if not args.skip_merged:
+        memory["merged"] = _child(["--child", "merged", *common], env)
+
+    swap_ratio = timing["pipeline_swaps_s"] / timing["pipeline_single_adapter_s"]
+    cls_ratio = timing["classify_ms"] / timing["base_forward_ms"]
+    mem_ratio = memory["resident"]["peak_rss_mb"] / memory["base"]["peak_rss_mb"]
+    print(f"pipeline: {args.pipeline.name}  stages: {timing['stages']}  adapters: {timing['adapters']}  "
+          f"docs per run: {timing['docs']}{'  (RANDOM adapters)' if args.random_adapters else ''}")
+    print(f"(a) pipeline run with swaps      {timing['pipeline_swaps_s']:8.2f} s")
+    print(f"    same calls, one adapter       {timing['pipeline_single_adapter_s']:8.2f} s   ratio {swap_ratio:.3f}x  (goal <= 1.05x)")
+    print(f"(b) classify step                 {timing['classify_ms']:8.1f} ms")
+    print(f"    plain base forward            {timing['base_forward_ms']:8.1f} ms   ratio {cls_ratio:.3f}x  (goal <= 1.2x; {timing['tokens']} tokens)")
+    print(f"(c) peak RSS, base alone          {memory['base']['peak_rss_mb']:8.0f} MB")
+    print(f"    all adapters resident         {memory['resident']['peak_rss_mb']:8.0f} MB   ratio {mem_ratio:.3f}x  (goal <= 1.10x)")
+    if "merged" in memory:
+        merged = memory["merged"]
+        print(f"    one merged model per adapter  {merged['peak_rss_mb']:8.0f} MB   ratio "
+              f"{merged['peak_rss_mb'] / memory['base']['peak_rss_mb']:.3f}x  ({merged['models']} models)")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
