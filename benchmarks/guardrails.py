@@ -128,8 +128,11 @@ def measure(plain: Path, guarded: Path, docs: list[str], repeats: int) -> dict[s
 
     shares, per_guardrail = [], {"guard_in": [], "guard_out": []}
     statuses: dict[str, int] = {}
+    errors: list[str] = []
     for r in guarded_results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
+        if r.error and r.error not in errors:
+            errors.append(r.error)
         total = sum(t.latency_ms for t in r.trace) or r.latency_ms
         guard_ms = 0.0
         for t in r.trace:
@@ -141,6 +144,7 @@ def measure(plain: Path, guarded: Path, docs: list[str], repeats: int) -> dict[s
     return {
         "runs": len(guarded_results),
         "statuses": statuses,
+        "errors": errors[:3],
         "guardrail_share_mean": statistics.fmean(shares) if shares else None,
         "guardrail_share_max": max(shares) if shares else None,
         "guardrail_ms_mean": {k: statistics.fmean(v) for k, v in per_guardrail.items() if v},
@@ -194,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     share = result["guardrail_share_mean"]
+    if share is None:
+        print(f"no run ended `ok` (statuses {result['statuses']}; errors {result['errors']})")
+        return 1
     print(f"{result['runs']} runs of {args.pipeline.name} + guard_in + guard_out"
           f"{'  (RANDOM adapters)' if args.random_adapters else ''}; statuses {result['statuses']}")
     print(f"guardrail share of a run   mean {share:.3%}  max {result['guardrail_share_max']:.3%}  (goal < 15%)")

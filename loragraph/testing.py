@@ -308,13 +308,14 @@ class EchoRouter:
         """Run the fake pipeline over ``text``; ``deadline`` is a ``time.monotonic()`` value."""
         import uuid
 
-        if not isinstance(text, str) or not text.strip():
-            raise _errors.InputError("`text` must be a non-empty string")
         with self._lock:
             resolved = dict(self._resolved)
             self.runs += 1
         started = _time.perf_counter()
         result = RunResult(id=run_id or uuid.uuid4().hex, pipeline=self.name)
+        if not isinstance(text, str) or not text.strip():
+            self._error(result, _errors.InputError("`text` must be a non-empty string"))
+            return result
         pause = self.delay_s / max(1, len(self.spec.stages))
         for stage in self.spec.stages:
             if deadline is not None and _time.monotonic() >= deadline:

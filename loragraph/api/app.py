@@ -397,9 +397,16 @@ class ApiService:
 
     # ------------------------------------------------------------------ runs
 
+    def check_document(self, pipeline: str, doc: Document) -> None:
+        """Refuse (400) a document the pipeline's limits refuse, before anything is stored."""
+        limits = getattr(getattr(self.router(pipeline), "spec", None), "limits", None)
+        limit = getattr(limits, "max_document_chars", None)
+        if isinstance(limit, int) and limit > 0 and len(doc.text) > limit:
+            raise InputError(f"`text` has {len(doc.text)} characters; pipeline `{pipeline}` accepts at most {limit}")
+
     async def run(self, pipeline: str, doc: Document) -> RunResult:
         """Store the run as queued, hand it to a worker, wait until done or the deadline (504)."""
-        self.router(pipeline)
+        self.check_document(pipeline, doc)
         accepted = time.monotonic()
         try:
             self.queue.reserve(1, interactive=True)
@@ -430,7 +437,11 @@ class ApiService:
 
     async def start_job(self, pipeline: str, docs: list[Document]) -> JobRecord:
         """Store a job and its runs as queued and hand them to the workers (503 when the backlog is full)."""
-        self.router(pipeline)
+        for i, doc in enumerate(docs):
+            try:
+                self.check_document(pipeline, doc)
+            except InputError as exc:
+                raise InputError(exc.message.replace("`text`", f"`documents.{i}.text`", 1)) from None
         try:
             self.queue.reserve(len(docs), interactive=False)
         except QueueFullError:
@@ -490,12 +501,15 @@ class ApiService:
         """Promote ``version`` (or roll back when None), then refresh every router. Blocking."""
         registry = self.registry
         target = registry.rollback(name) if version is None else registry.promote(name, version)
-        refreshed = []
+        refreshed: list[str] = []
+        changed: dict[str, list[str]] = {}
         for pipeline, router in self.routers.items():
-            router.refresh()
+            stages = router.refresh()
             refreshed.append(pipeline)
-        log.info("adapter %s: %s is promoted; refreshed %s", name, target.ref, refreshed)
-        return PromotionResult(adapter=self.adapter_info(name), promoted=target.ref, refreshed=refreshed)
+            if isinstance(stages, list) and stages:
+                changed[pipeline] = [str(s) for s in stages]
+        log.info("adapter %s: %s is promoted; refreshed %s; changed %s", name, target.ref, refreshed, changed)
+        return PromotionResult(adapter=self.adapter_info(name), promoted=target.ref, refreshed=refreshed, changed=changed)
 
 
 # --------------------------------------------------------------------------- controllers

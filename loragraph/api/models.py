@@ -189,6 +189,9 @@ class PromotionResult(BaseModel):
     adapter: AdapterInfo = Field(description="the adapter's registry state after the change")
     promoted: str = Field(description="the version now promoted, `name@vN`")
     refreshed: list[str] = Field(description="pipelines whose routers re-resolved their adapters")
+    changed: dict[str, list[str]] = Field(
+        default_factory=dict, description="pipeline -> stages now using a different version"
+    )
 
 
 class Health(BaseModel):

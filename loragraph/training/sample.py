@@ -183,7 +183,9 @@ def _presidio_templates() -> tuple[tuple[str, str | None], ...]:
         if any(s not in _PRESIDIO_SLOTS for s in slots) or len(set(slots)) != len(slots):
             continue
         text = re.sub(r"\{\{(\w+)\}\}", lambda m: "{" + _PRESIDIO_SLOTS[m.group(1)] + "}", line)
-        if "{first}" in text and "{person}" in text:  # two different people
+        # people in out-of-scope chatter are not the customer (who may greet or sign)
+        text = text.replace("{first}", "{first2}")
+        if "I'm {person}" not in text:
             text = text.replace("{person}", "{person2}")
         if re.search(r"\{(?!\w+\})|(?<!\{\w)\}", re.sub(r"\{\w+\}", "", text)):
             continue
@@ -291,21 +293,20 @@ def _date(rng: random.Random) -> tuple[str, bool]:
 
 
 def _amounts(rng: random.Random) -> tuple[str, str]:
+    """Two different amounts in one currency, the first the larger ("charged {amount} instead of {amount2}")."""
     cur = rng.randrange(7)
 
-    def one() -> str:
-        v = rng.choice((rng.randint(5, 300) + rng.choice((0, 0.99, 0.5, 0.49)), float(rng.randint(300, 1500))))
-        cents = f"{v:,.2f}"
-        whole = f"{round(v):,}"
-        return (
-            f"${cents}", f"€{whole}", f"£{cents}", f"{round(v)} pounds", f"{v:.2f} USD", f"EUR {round(v)}", f"{round(v)} euros",
-        )[cur]
+    def value() -> float:
+        return rng.choice((rng.randint(5, 300) + rng.choice((0, 0.99, 0.5, 0.49)), float(rng.randint(300, 1500))))
 
-    a = one()
-    b = one()
-    while b == a:
-        b = one()
-    return a, b
+    def fmt(v: float) -> str:
+        cents, whole = f"{v:,.2f}", f"{round(v):,}"
+        return (f"${cents}", f"€{whole}", f"£{cents}", f"{round(v)} pounds", f"{v:.2f} USD", f"EUR {round(v)}", f"{round(v)} euros")[cur]
+
+    a, b = value(), value()
+    while fmt(a) == fmt(b):
+        b = value()
+    return (fmt(a), fmt(b)) if a > b else (fmt(b), fmt(a))
 
 
 def _order_ids(rng: random.Random) -> tuple[str, str]:
@@ -357,7 +358,7 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
     code = str(rng.randint(100, 999))
     app = rng.choice(T.APPS)
     values = {
-        "person": f"{first} {last}", "first": first, "person2": person2, "mr": f"{title} {last}", "agent": agent,
+        "person": f"{first} {last}", "first": first, "person2": person2, "first2": rng.choice(fk.first[loc]), "mr": f"{title} {last}", "agent": agent,
         "email": f"{user.lower()}@{rng.choice(_DOMAINS)}", "phone": _phone(rng),
         "address": _address(rng, fk), "address2": _address(rng, fk),
         "order_id": order_id, "order_id2": order_id2, "amount": amount, "amount2": amount2,
@@ -516,7 +517,7 @@ _CONCRETE = tuple(i for i in INTENTS if i not in ("complaint", "other"))
 
 def _standalone(tmpl: str) -> str:
     """A secondary ask said first: drop its leading "Also"/"And"."""
-    out = re.sub(r"^(?:Also,? |And )", "", tmpl).replace("I also ", "I ", 1)
+    out = re.sub(r"^(?:Also,? |And )", "", tmpl).replace("I also ", "I ", 1).replace(" either", "")
     return out[:1].upper() + out[1:]
 
 
@@ -891,7 +892,7 @@ def _rejected(msg: Message, chosen: str, kind: str, rng: random.Random, fk: _Fak
                 wrong = _amounts(rng)[0] if slot != "address" else _address(rng, fk)
                 if wrong != u[slot]:
                     return chosen.replace(u[slot], wrong), kind
-        kind = "leak"
+        kind = rng.choice(("off_topic", "rude", "overpromise", "leak"))
     if kind == "off_topic":
         wrong_intent = rng.choice([i for i in INTENTS if i not in (msg.intent, "other")])
         return _reply(msg, wrong_intent, variant=rng.randrange(6)), kind

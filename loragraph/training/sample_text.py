@@ -55,6 +55,7 @@ ENTITY_SLOTS: dict[str, str] = {
     "mr": "PERSON",
     "agent": "PERSON",
     "person2": "PERSON",
+    "first2": "PERSON",
     "email": "EMAIL",
     "phone": "PHONE",
     "date": "DATE",

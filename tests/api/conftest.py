@@ -91,7 +91,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[Server]:
-    """Open server (no keys): `echo` (with registry), `slow` (3 s runs, 1 s timeout), `broken`."""
+    """Open server (no keys): `echo` (with registry), `slow` (3 s runs, 1 s timeout), `broken`
+    (a stage fails: an `error` result), `raising` (the router raises StepError)."""
     from loragraph.testing import EchoRouter
 
     db = tmp_path_factory.mktemp("db") / "loragraph.db"
@@ -100,6 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[
         "echo": EchoRouter("echo", registry=registry),
         "slow": EchoRouter("slow", delay_s=3.0),
         "broken": EchoRouter("broken", fail_stage="summary"),
+        "raising": EchoRouter("raising", fail_stage="summary", raise_errors=True),
     }
     with serve(routers, settings, registry=registry) as srv:
         yield srv

@@ -158,19 +158,29 @@ def test_timeout_is_504_and_stored_as_failed(server: Server) -> None:
         assert client.get(f"/v1/runs/{run_id}").json()["status"] == "failed"
 
 
-def test_step_failure_is_500_without_internals(server: Server) -> None:
+def test_step_failure_result_is_stored_as_error(server: Server) -> None:
     with server.client() as client:
-        resp = client.post("/v1/pipelines/broken/runs", json={"text": "hello"})
+        resp = client.post("/v1/pipelines/broken/runs", json={"text": "refund please"})
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        assert body["status"] == "error" and "stage `summary`" in body["error"]
+        assert body["path"][-1] == "summary" and body["trace"][-1]["status"] == "error"
+        assert client.get(f"/v1/runs/{body['id']}").json()["status"] == "error"
+
+
+def test_router_exception_is_500_without_internals(server: Server) -> None:
+    with server.client() as client:
+        resp = client.post("/v1/pipelines/raising/runs", json={"text": "hello"})
     assert resp.status_code == 500
     body = resp.json()
     assert body["error"] == "StepError" and "stage `summary`" in body["detail"]
     _no_leak(resp.text)
     store = _store(server)
     try:
-        failed = [store.get_run(i) for i in store.run_ids()]
+        runs = [store.get_run(i) for i in store.run_ids()]
     finally:
         store.close()
-    assert any(r.pipeline == "broken" and r.status == "failed" and "summary" in (r.reason or "") for r in failed)
+    assert any(r.pipeline == "raising" and r.status == "failed" and "summary" in (r.reason or "") for r in runs)
 
 
 def test_queue_full_is_503_with_retry_after(tmp_path: Path) -> None:
@@ -296,7 +306,7 @@ def test_feedback_is_stored_and_exported(server: Server, tmp_path: Path) -> None
 def test_pipelines_and_adapters_listing(server: Server) -> None:
     with server.client() as client:
         pipes = {p["name"]: p for p in client.get("/v1/pipelines").json()}
-        assert set(pipes) == {"echo", "slow", "broken"}
+        assert set(pipes) == {"echo", "slow", "broken", "raising"}
         assert [s["name"] for s in pipes["echo"]["stages"]] == ["input_guardrail", "intent", "entities", "summary", "reply"]
         assert "intent@v1" in pipes["echo"]["adapters"] and pipes["slow"]["adapters"] == []
         adapters = {a["name"]: a for a in client.get("/v1/adapters").json()}
@@ -349,6 +359,7 @@ def test_auth_and_promotion_without_restart(tmp_path: Path) -> None:
             resp = admin.post("/v1/adapters/summary/promote", json={"version": 2})
             assert resp.status_code == 200, resp.text
             assert resp.json()["promoted"] == "summary@v2" and resp.json()["refreshed"] == ["echo"]
+            assert resp.json()["changed"] == {"echo": ["summary"]}
             assert router.refresh_count == refreshes + 1
             assert [v.ref for v in router.adapters()] == ["summary@v2"]
             assert user.get("/v1/pipelines").json()[0]["adapters"] == ["summary@v2"]
@@ -378,7 +389,7 @@ def test_operations_endpoints(server: Server) -> None:
         client.post("/v1/pipelines/echo/runs", json={"text": "refund"})
         assert client.get("/health").json() == {"status": "alive"}
         ready = client.get("/ready").json()
-        assert ready["ready"] is True and set(ready["pipelines"]) == {"echo", "slow", "broken"}
+        assert ready["ready"] is True and set(ready["pipelines"]) == {"echo", "slow", "broken", "raising"}
         text = client.get("/metrics").text
         assert re.search(r'loragraph_runs_total\{pipeline="echo",status="ok"\} [1-9]', text)
         assert re.search(r'loragraph_runs_total\{pipeline="echo",status="blocked"\} [1-9]', text)

@@ -102,7 +102,8 @@ def test_feedback_rules_and_export(tmp_path: Path) -> None:
 
 def _queue(store: Store, router: EchoRouter, **kw: float) -> RunQueue:
     return RunQueue(store, {router.name: router}, ApiMetrics(), workers=1, queue_size=int(kw.get("queue_size", 4)),
-                    job_backlog=4, run_timeout_s=kw.get("timeout", 5.0), retry_after_s=3)
+                    job_backlog=4, run_timeout_s=kw.get("timeout", 5.0), retry_after_s=3,
+                    max_batch=int(kw.get("max_batch", 1)))
 
 
 def test_queue_fails_a_run_whose_deadline_passed_while_queued(tmp_path: Path) -> None:
@@ -120,6 +121,26 @@ def test_queue_fails_a_run_whose_deadline_passed_while_queued(tmp_path: Path) ->
                 item.future.result(timeout=5)
         assert router.runs == 1, "the second run expired in the queue and never reached the router"
         assert [store.get_run(i).reason for i in ids] == ["timeout", "timeout"]
+    finally:
+        queue.stop(5)
+        store.close()
+
+
+def test_queue_batches_waiting_runs_of_a_pipeline(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    router = EchoRouter("echo")
+    queue = _queue(store, router, max_batch=3)
+    try:
+        ids = store.create_runs("echo", [(f"refund {i}", {}) for i in range(4)])
+        queue.reserve(4, interactive=True)
+        items = [WorkItem(rid, "echo", f"refund {i}", interactive=True) for i, rid in enumerate(ids)]
+        queue.submit(items)  # all waiting before the worker starts
+        queue.start()
+        results = [item.future.result(timeout=10) for item in items]
+        assert [r.id for r in results] == ids
+        assert router.batches == [3], "3 runs in one run_many call, the 4th alone through run()"
+        assert router.runs == 4
+        assert store.count_runs() == {"ok": 4}
     finally:
         queue.stop(5)
         store.close()
