@@ -1,7 +1,8 @@
 """Load test of the HTTP API against a real server process.
 
-    python benchmarks/api.py                       # EchoRouter (no weights), 500 requests at concurrency 32
-    python benchmarks/api.py --pipeline P.yaml     # the real Router (needs its adapters in the registry)
+    python benchmarks/api.py                       # real Router on the tiny random base (untrained adapters)
+    python benchmarks/api.py --echo                # EchoRouter test double (no weights)
+    python benchmarks/api.py --pipeline P.yaml --registry DIR   # your pipeline and registry
 
 Starts `loragraph serve` as a subprocess on 127.0.0.1 with a fresh store, then:
 
@@ -13,8 +14,12 @@ Starts `loragraph serve` as a subprocess on 127.0.0.1 with a fresh store, then:
 3. store check: every 201 run is stored exactly once and finished, no run is left open,
    a 503 left no row.
 
-Prints a JSON summary; exits 1 when a check fails. With EchoRouter the pipeline is a
-stand-in that sleeps `--echo-delay` seconds per run (it says so in the output).
+Prints a JSON summary; exits 1 when a check fails. The default pipeline is intent
+(classify) -> entities (tag) -> summary -> reply (generate, 8 new tokens) on the tiny
+random Llama base (`loragraph.testing.tiny_base_dir`, fp32) with random untrained
+adapters: real weights, real batching, meaningless text. When `loragraph.router` is not
+importable it falls back to EchoRouter, a stand-in that sleeps `--echo-delay` seconds per
+run (the output says which ran).
 """
 
 from __future__ import annotations
@@ -79,14 +84,48 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _router_kind(pipeline: Path | None) -> str:
-    if pipeline is None:
+def _router_kind(echo: bool) -> str:
+    if echo:
         return "echo"
     try:
         import loragraph.router.router  # noqa: F401
     except ImportError:
         return "echo"
     return "router"
+
+
+TINY_YAML = """\
+name: support
+base: {{name: {base}, quantization: fp32}}
+stages:
+  intent: {{kind: classify, adapter: intent}}
+  entities: {{kind: tag, adapter: entities}}
+  summary: {{kind: generate, adapter: summary, inputs: [text], max_new_tokens: 8}}
+  reply: {{kind: generate, adapter: reply, max_new_tokens: 8}}
+edges:
+  - {{from: intent, to: entities}}
+  - {{from: entities, to: summary}}
+  - {{from: summary, to: reply}}
+"""
+
+
+def _prepare_tiny(tmp: Path) -> tuple[Path, Path]:
+    """A tiny random base, random adapters in a fresh registry, and the pipeline YAML."""
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import publish_random_adapter, tiny_base_dir
+
+    base_dir = tiny_base_dir(tmp / "tiny-base")
+    base = load_base(BaseSpec(name=str(base_dir), quantization="fp32"))
+    registry = Registry(tmp / "adapters")
+    publish_random_adapter(registry, base, "intent", "classify", labels=["order_status", "refund_request", "other"], seed=1)
+    publish_random_adapter(registry, base, "entities", "tag", labels=["ORDER_ID", "EMAIL", "AMOUNT"], seed=2)
+    publish_random_adapter(registry, base, "summary", "generate", prompt="Summarise:\n{{ text }}", seed=3)
+    publish_random_adapter(registry, base, "reply", "generate",
+                           prompt="{{ text }}\nIntent: {{ intent.label }}\nSummary: {{ summary.text }}\nReply:", seed=4)
+    yaml_path = tmp / "support.yaml"
+    yaml_path.write_text(TINY_YAML.format(base=base_dir))
+    return yaml_path, registry.root
 
 
 async def _post(client: httpx.AsyncClient, name: str, text: str) -> tuple[int, float, dict[str, Any] | None, dict[str, str]]:
@@ -119,22 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=100, help="requests of the overhead phase")
-    parser.add_argument("--pipeline", type=Path, default=None, help="pipeline YAML for the real Router")
+    parser.add_argument("--echo", action="store_true", help="use the EchoRouter test double")
+    parser.add_argument("--pipeline", type=Path, default=None, help="your pipeline YAML for the real Router")
     parser.add_argument("--registry", type=Path, default=None, help="adapter registry of the real Router")
     parser.add_argument("--echo-delay", type=float, default=0.02, help="EchoRouter: seconds per run (stand-in pipeline)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-batch", type=int, default=None, help="server's max_batch (default 8)")
     parser.add_argument("--queue-size", type=int, default=64)
     args = parser.parse_args(argv)
 
-    kind = _router_kind(args.pipeline)
+    kind = _router_kind(args.echo)
     tmp = Path(tempfile.mkdtemp(prefix="loragraph-bench-api-"))
     db = tmp / "bench.db"
+    registry = args.registry
     if kind == "echo":
         yaml_path = tmp / "support.yaml"
         yaml_path.write_text(ECHO_YAML)
         name = "support"
         print(f"router: EchoRouter test double (no weights; {args.echo_delay * 1000:.0f} ms per run stand-in)"
-              + (" -- the real Router is not importable yet" if args.pipeline else ""))
+              + ("" if args.echo else " -- loragraph.router is not importable"))
+    elif args.pipeline is None:
+        yaml_path, registry = _prepare_tiny(tmp)
+        name = "support"
+        print("router: loragraph.router.Router, tiny random Llama base (fp32) with random adapters: "
+              "intent -> entities -> summary -> reply (8 new tokens each)")
     else:
         yaml_path = args.pipeline
         import yaml
@@ -147,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
            "--workers", str(args.workers), "--queue-size", str(args.queue_size), "--log-level", "warning"]
     if kind == "echo":
         cmd += ["--echo", "--echo-delay", str(args.echo_delay)]
-    if args.registry:
-        cmd += ["--registry", str(args.registry)]
+    if registry:
+        cmd += ["--registry", str(registry)]
+    if args.max_batch:
+        cmd += ["--max-batch", str(args.max_batch)]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -237,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "router": "EchoRouter" if kind == "echo" else "Router",
             "echo_delay_ms": args.echo_delay * 1000 if kind == "echo" else None,
             "workers": args.workers,
+            "max_batch": args.max_batch or 8,
             "sequential": {
                 "requests": args.sequential,
                 "round_trip_ms_median": statistics.median(round_trips),

@@ -392,6 +392,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_keys=args.api_key or None,
         admin_keys=args.admin_key or None,
         workers=args.workers,
+        max_batch=args.max_batch,
         queue_size=args.queue_size,
         run_timeout_s=args.run_timeout,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024) if args.max_body_mb else None,
@@ -432,6 +433,7 @@ def _add_api(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--admin-key", action="append", default=[],
                    help="admin key for promote/rollback (repeatable; or env LORAGRAPH_ADMIN_KEYS); none = disabled")
     p.add_argument("--workers", type=int, default=None, help="threads running pipelines (default 2)")
+    p.add_argument("--max-batch", type=int, default=None, help="most waiting runs handed to `run_many` at once (default 8)")
     p.add_argument("--queue-size", type=int, default=None, help="interactive runs that may wait; more get 503 (default 64)")
     p.add_argument("--run-timeout", type=float, default=None, help="per-run deadline in seconds (default 60)")
     p.add_argument("--max-body-mb", type=float, default=None, help="largest request body in MiB (default 10)")

@@ -148,7 +148,7 @@ def publish_random_adapter(
 import re as _re  # noqa: E402
 import threading as _threading  # noqa: E402
 import time as _time  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from pydantic import BaseModel as _BaseModel  # noqa: E402
 from pydantic import Field as _Field  # noqa: E402
@@ -159,7 +159,7 @@ from loragraph.router.result import GuardrailVerdict, RunResult, StepTrace  # no
 if TYPE_CHECKING:  # pragma: no cover
     from loragraph.adapters.registry import AdapterVersion, Registry
 
-__all__ += ["ECHO_INTENTS", "EchoRouter", "EchoSpec", "EchoStage"]
+__all__ += ["ECHO_INTENTS", "EchoLimits", "EchoRouter", "EchoSpec", "EchoStage"]
 
 ECHO_INTENTS: dict[str, str] = {
     "refund": "refund_request",
@@ -189,11 +189,18 @@ class EchoStage(_BaseModel):
     adapter: str | None = _Field(None, description="adapter reference (`intent` or `intent@v2`), or None")
 
 
+class EchoLimits(_BaseModel):
+    """Document limits of an ``EchoRouter`` pipeline (like ``PipelineSpec.limits``)."""
+
+    max_document_chars: int | None = _Field(None, description="longest document accepted; None = no limit")
+
+
 class EchoSpec(_BaseModel):
     """The spec of an ``EchoRouter``: its name and stages in execution order."""
 
     name: str = _Field(description="pipeline name")
     stages: list[EchoStage] = _Field(description="stages in execution order")
+    limits: EchoLimits = _Field(default_factory=EchoLimits, description="document limits")
 
 
 _DEFAULT_STAGES = [
@@ -236,9 +243,12 @@ class EchoRouter:
         fail_stage: str | None = None,
         raise_errors: bool = False,
         registry: Registry | None = None,
+        max_document_chars: int | None = None,
     ) -> None:
         self.name = name
-        self.spec = EchoSpec(name=name, stages=list(stages or _DEFAULT_STAGES))
+        self.spec = EchoSpec(
+            name=name, stages=list(stages or _DEFAULT_STAGES), limits=EchoLimits(max_document_chars=max_document_chars)
+        )
         self.delay_s = float(delay_s)
         self.fail_stage = fail_stage
         self.raise_errors = raise_errors
@@ -313,8 +323,12 @@ class EchoRouter:
             self.runs += 1
         started = _time.perf_counter()
         result = RunResult(id=run_id or uuid.uuid4().hex, pipeline=self.name)
+        limit = self.spec.limits.max_document_chars
         if not isinstance(text, str) or not text.strip():
             self._error(result, _errors.InputError("`text` must be a non-empty string"))
+            return result
+        if limit and len(text) > limit:
+            self._error(result, _errors.InputError(f"`text` has {len(text)} characters; the pipeline accepts at most {limit}"))
             return result
         pause = self.delay_s / max(1, len(self.spec.stages))
         for stage in self.spec.stages:

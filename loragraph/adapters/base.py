@@ -24,12 +24,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from loragraph.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
+
+if TYPE_CHECKING:  # torch loads lazily: `import loragraph.adapters.base` stays light
+    import torch
 
 __all__ = [
     "DEFAULT_BASE",
@@ -125,6 +127,8 @@ def prepare_base(home: Path | None = None, *, force: bool = False) -> Path:
         if (target / _COMPLETE_MARKER).is_file() and not force:
             return target
         gguf = _default_gguf()
+        import torch
+
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
         except ImportError as exc:  # pragma: no cover - transformers is a dependency
@@ -231,6 +235,8 @@ def _fingerprint(parts: dict[str, str]) -> str:
 def _quantization_config(quantization: str) -> Any:
     if quantization in ("bf16", "fp32"):
         return None
+    import torch
+
     if importlib.util.find_spec("bitsandbytes") is None:
         raise QuantizationUnavailableError(
             f"`quantization: {quantization}` needs bitsandbytes (`pip install bitsandbytes`); "
@@ -299,6 +305,8 @@ class LoadedBase:
 
     @property
     def compute_dtype(self) -> torch.dtype:
+        import torch
+
         return torch.float32 if self.spec.quantization == "fp32" else torch.bfloat16
 
     @property
@@ -307,6 +315,8 @@ class LoadedBase:
 
     @property
     def parameter_count(self) -> int:
+        import torch
+
         total = 0
         for p in self.model.parameters():
             # a packed 4-bit parameter stores two weights per byte
@@ -329,6 +339,7 @@ def load_base(spec: BaseSpec | str | None = None, *, trainable: bool = False) ->
         spec = BaseSpec()
     elif isinstance(spec, str):
         spec = BaseSpec(name=spec)
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()

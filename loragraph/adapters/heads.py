@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from loragraph.adapters.head_config import HEAD_FILE, HeadConfig
 from loragraph.errors import ConfigError, InputError, IntegrityError
 
 __all__ = [
@@ -53,72 +52,8 @@ __all__ = [
     "tag_ids_to_spans",
 ]
 
-HEAD_FILE = "head.safetensors"
-"""File name of a head inside an adapter folder."""
-
 IGNORE_INDEX = -100
 """Tag id of special and padding tokens (ignored by the loss, skipped when decoding)."""
-
-_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
-
-
-class HeadConfig(BaseModel):
-    """Shape of a classify or tag head; stored in the manifest and in ``head.safetensors``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["classify", "tag"] = Field(
-        description="`classify`: one label per text; `tag`: a BIO tag per token (entities)."
-    )
-    labels: list[str] = Field(
-        description="classify: the class labels, in logit order; tag: the entity types (BIO tags derive from them)."
-    )
-    hidden_size: int = Field(gt=0, description="hidden size of the base the head reads (`base.hidden_size`).")
-    dropout: float = Field(
-        0.1, ge=0.0, lt=1.0, description="dropout before the classify `Linear` (training only; unused by tag heads)."
-    )
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_unique(cls, labels: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for label in labels:
-            if not label or label != label.strip():
-                raise ValueError(f"`labels` entries must be non-empty without surrounding spaces, got {label!r}")
-            if label in seen:
-                raise ValueError(f"`labels` must be unique, {label!r} appears twice")
-            seen.add(label)
-        return labels
-
-    @model_validator(mode="after")
-    def _labels_fit_kind(self) -> HeadConfig:
-        if self.kind == "classify" and len(self.labels) < 2:
-            raise ValueError(f"`labels` must list at least 2 labels for a classify head, got {len(self.labels)}")
-        if self.kind == "tag":
-            if not self.labels:
-                raise ValueError("`labels` must list at least 1 entity type for a tag head, got 0")
-            for label in self.labels:
-                if not _TYPE_RE.match(label) or label == "O":
-                    raise ValueError(
-                        f"`labels` entity type {label!r} must be a word like `EMAIL` or `ORDER_ID` (not `O`)"
-                    )
-        return self
-
-    @property
-    def tags(self) -> list[str]:
-        """BIO tags of a tag head: ``["O", "B-T1", "I-T1", "B-T2", ...]`` (empty for classify)."""
-        if self.kind != "tag":
-            return []
-        out = ["O"]
-        for label in self.labels:
-            out += [f"B-{label}", f"I-{label}"]
-        return out
-
-    @property
-    def num_outputs(self) -> int:
-        """Width of the head's output: number of labels (classify) or BIO tags (tag)."""
-        return len(self.labels) if self.kind == "classify" else len(self.tags)
-
 
 # --------------------------------------------------------------------------- modules
 

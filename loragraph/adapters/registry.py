@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loragraph.adapters.base import Quantization, loragraph_home
-from loragraph.adapters.heads import HEAD_FILE, HeadConfig
+from loragraph.adapters.head_config import HEAD_FILE, HeadConfig
 from loragraph.errors import ConfigError, IntegrityError, NotFoundError
 
 __all__ = [

@@ -26,8 +26,6 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.params import Parameter
-from litestar.plugins.pydantic import PydanticPlugin
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
@@ -40,6 +38,8 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.params import Parameter
+from litestar.plugins.pydantic import PydanticPlugin
 from pydantic import ValidationError
 
 from loragraph.api.errors import AuthError, QueueFullError, RunTimedOutError, http_status, scrub

@@ -29,7 +29,7 @@ from that split's carriers and payloads only, so no source item reaches two spli
 test split is never used for training or for choosing thresholds.
 
 Written files (``write_dataset``): ``<out>/<input|output>/{train,validation,test}.jsonl``
-in the trainer's classify format (``{"text", "label"}``), and beside each a
+(rows in a fixed pseudo-random order) in the trainer's classify format (``{"text", "label"}``), and beside each a
 ``*.meta.jsonl`` with ``{"lang", "source", "group"}`` per line (same order), plus
 ``summary.json`` with counts.
 """
@@ -549,7 +549,9 @@ def write_dataset(rows: Sequence[GuardrailRow], out: str | Path) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"rows": len(rows), "splits": {}}
     for split in SPLITS:
-        part = [r for r in rows if r.split == split]
+        # a seeded shuffle: any prefix is a fair sample (the trainer's `max_eval_examples`
+        # keeps the first rows)
+        part = sorted((r for r in rows if r.split == split), key=lambda r: _stable(0, "order", r.group, r.text))
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as data, open(out / f"{split}.meta.jsonl", "w", encoding="utf-8") as meta:
             for r in part:
                 data.write(json.dumps({"text": r.text, "label": r.label}, ensure_ascii=False) + "\n")

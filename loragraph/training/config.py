@@ -133,6 +133,11 @@ class TrainConfig(BaseModel):
         description="evaluate at most this many validation/test examples (the first ones); null uses all. "
         "Useful for generate, where evaluation decodes",
     )
+    max_test_examples: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate at most this many test examples (the first ones); null: as `max_eval_examples`",
+    )
     max_new_tokens: int = Field(96, ge=1, le=4096, description="generate: tokens decoded per example when evaluating")
     output_dir: Path | None = Field(
         None,
@@ -222,7 +227,7 @@ class TrainConfig(BaseModel):
 
     def run_hash(self) -> str:
         """Identifies config + data: a checkpoint is resumed only by a run with the same hash."""
-        cfg = self.model_dump(mode="json", exclude={"output_dir", "max_eval_examples", "max_new_tokens"})
+        cfg = self.model_dump(mode="json", exclude={"output_dir", "max_test_examples", "max_new_tokens"})
         blob = json.dumps({"config": cfg, "data": self.data_hash()}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

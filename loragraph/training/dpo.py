@@ -514,9 +514,12 @@ def align(
                 f"TRL did not add the frozen `{_REF_ADAPTER}` copy of the parent adapter; the DPO reference would be wrong",
                 where=f"`{parent.ref}`",
             )
-        for _, param in model.named_parameters():  # see the module doc, step 4
+        # see the module doc, step 4: train in fp32, starting exactly from the parent's weights
+        # (TRL copied them into "ref" before rounding "default" to bf16)
+        for name, param in model.named_parameters():
             if param.requires_grad:
-                param.data = param.data.float()
+                ref_name = name.replace(f".{_POLICY_ADAPTER}.", f".{_REF_ADAPTER}.")
+                param.data = model.get_parameter(ref_name).data.detach().float().clone()
         n_train = len(trainer.train_dataset)
         if n_train == 0:
             raise DataError(

@@ -1,7 +1,7 @@
 """The sample customer-service data set: reproducible, composed, exactly annotated.
 
 ``generate_sample(out_dir, seed=0, sizes=...)`` writes, for the 11 intents and 8 entity
-types of ``docs``' taxonomy (``shared/customer-service-taxonomy.md``)::
+types of the customer-service taxonomy::
 
     intent/{train,validation,test}.jsonl       classify  {"text", "label"}
     entities/{train,validation,test}.jsonl     tag       {"text", "entities": [{"type","start","end","text"}]}
@@ -18,8 +18,10 @@ email or web-form shape, with lowercase and typo styles. Names, emails and addre
 from a seeded Faker; out-of-scope material also from presidio-evaluator's sentence
 templates (read as a file when installed). Every entity is recorded while the text is
 built, so offsets are exact by construction. Test messages use held-out ask templates
-(about 20% per intent), so the test split measures generalisation to new phrasings, and no
-text appears in two splits. Same seed -> byte-identical files.
+(about 20% per intent), so the test split measures generalisation to new phrasings; no
+message text appears twice anywhere in the sample (splits, data sets, documents). Phones are
+drawn in fictional ranges (555, Ofcom drama numbers) in US and UK formats. Same seed ->
+byte-identical files (independent of PYTHONHASHSEED).
 """
 
 from __future__ import annotations
@@ -958,12 +960,13 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
         "presidio_templates": len(_presidio_templates()),
         "note": (
             "test messages use held-out ask templates (validation uses the train templates); "
-            "no text appears in two splits of a data set; presidio_templates = out-of-scope sentences "
+            "no message text appears twice in the whole sample (splits, data sets, documents); presidio_templates = out-of-scope sentences "
             "read from presidio-evaluator (0 when it is not installed, which changes the output)"
         ),
         "datasets": {},
     }
     rejected_counter: Counter[str] = Counter()
+    seen: set[str] = set()  # every text is used once in the whole sample: no leakage between splits or data sets
 
     def classify_row(m: Message, rng: random.Random, fk: _Faker) -> dict[str, Any]:
         return {"text": m.text, "label": m.intent}
@@ -994,7 +997,6 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
     for name, train_n, kind, rich, row in jobs:
         if train_n <= 0:
             continue
-        seen: set[str] = set()
         info: dict[str, Any] = {"kind": kind, "splits": {}}
         for split, n in sizes.split_sizes(train_n).items():
             msgs = generate_messages(n, seed=seed, split=split, stream=name, templates=templates, entity_rich=rich, seen=seen)
@@ -1016,20 +1018,19 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
         manifest["datasets"]["reply_pairs"]["rejected_kinds"] = dict(sorted(rejected_counter.items()))
 
     if sizes.documents > 0:
-        docs = _documents(sizes.documents, seed, templates)
+        docs = _documents(sizes.documents, seed, templates, seen)
         _dump(out / "documents.jsonl", [{"id": f"doc-{i + 1:03d}", "text": m.text} for i, m in enumerate(docs)])
         manifest["documents"] = {"count": len(docs), "labels": dict(sorted(Counter(m.intent for m in docs).items())), "styles": _style_counts(docs)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
 
-def _documents(n: int, seed: int, templates: SampleTemplates) -> list[Message]:
+def _documents(n: int, seed: int, templates: SampleTemplates, seen: set[str]) -> list[Message]:
     """Documents to run a pipeline on: long multi-ask emails, short chats, forms and out-of-scope messages."""
     rng = random.Random(f"{seed}:documents")
     fk = _pools(seed)
     pool = {i: templates.train[i] + templates.test[i] for i in INTENTS}
     out: list[Message] = []
-    seen: set[str] = set()
     while len(out) < n:
         k = len(out)
         intent = INTENTS[k % len(INTENTS)]

@@ -155,7 +155,9 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, Any, list[str] | None]:
     test = list(test_data.examples) if test_data is not None else None
     if config.max_eval_examples is not None:
         validation = validation[: config.max_eval_examples]
-        test = test[: config.max_eval_examples] if test is not None else None
+    max_test = config.max_test_examples or config.max_eval_examples
+    if max_test is not None and test is not None:
+        test = test[:max_test]
     if kind == "tag" and labels is not None and not labels:
         raise ConfigError("`labels` could not be inferred: the training data has no entities; list the entity types")
     return train, validation, test, labels

@@ -73,12 +73,12 @@ def test_hub_id_fails_at_once_when_offline(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_folder_without_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         load_base(BaseSpec(name=str(tmp_path / "empty")))
 
 
 def test_bad_names_and_quantizations_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="base.name"):
+    with pytest.raises(ConfigError, match=r"base\.name"):
         load_base(BaseSpec(name=str(tmp_path / "missing-folder")))
     with pytest.raises(ValueError, match="quantization"):
         BaseSpec(quantization="int4")  # type: ignore[arg-type]

@@ -98,7 +98,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, registry: Any) -> Iterator[
     db = tmp_path_factory.mktemp("db") / "loragraph.db"
     settings = ApiSettings(db_path=db, run_timeout_s=1.0, workers=3, max_body_bytes=64 * 1024)
     routers = {
-        "echo": EchoRouter("echo", registry=registry),
+        "echo": EchoRouter("echo", registry=registry, max_document_chars=5000),
         "slow": EchoRouter("slow", delay_s=3.0),
         "broken": EchoRouter("broken", fail_stage="summary"),
         "raising": EchoRouter("raising", fail_stage="summary", raise_errors=True),

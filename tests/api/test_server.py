@@ -82,7 +82,7 @@ def test_run_upload_each_type(server: Server, filename: str, content_type: str, 
     assert expected_in_text in run["text"]
     assert run["metadata"] == {"source": filename}
     if filename.endswith(".eml"):
-        assert "<html>" not in run["text"] and "twice" in run["text"] or "arrive" in run["text"]
+        assert "<html>" not in run["text"] and ("twice" in run["text"] or "arrive" in run["text"])
 
 
 def test_unsupported_media_is_415(server: Server) -> None:
@@ -133,6 +133,25 @@ def test_unknown_things_are_404(server: Server) -> None:
         assert client.get("/v1/jobs/does-not-exist").status_code == 404
         assert client.post("/v1/runs/does-not-exist/feedback", json={"stage": "x", "rating": 1}).status_code == 404
         assert client.post("/v1/pipelines/nope/jobs", json={"documents": [{"text": "a"}]}).status_code == 404
+
+
+def test_document_over_the_pipeline_limit_is_400(server: Server) -> None:
+    with server.client() as client:
+        before = _count(server)
+        resp = client.post("/v1/pipelines/echo/runs", json={"text": "x" * 5001})
+        assert resp.status_code == 400 and "`text` has 5001 characters" in resp.json()["detail"]
+        resp = client.post("/v1/pipelines/echo/jobs", json={"documents": [{"text": "ok"}, {"text": "x" * 5001}]})
+        assert resp.status_code == 400 and "`documents.1.text`" in resp.json()["detail"]
+        assert _count(server) == before
+
+
+def test_job_run_past_its_deadline_is_failed_with_timeout(server: Server) -> None:
+    with server.client() as client:
+        job = client.post("/v1/pipelines/slow/jobs", json={"documents": [{"text": "slow one"}]}).json()
+        done = _wait_job(client, job["id"])
+        assert done["counts"] == {"failed": 1}
+        run = client.get(f"/v1/runs/{done['run_ids'][0]}").json()
+    assert run["reason"] == "timeout" and run["result"] is None
 
 
 def test_too_large_body_is_413(server: Server) -> None:

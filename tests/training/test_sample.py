@@ -113,6 +113,14 @@ def test_every_file_passes_validation_without_leakage(sample_dir: Path) -> None:
         assert check_splits(*splits) == []
 
 
+def test_no_text_is_used_twice_across_data_sets(sample_dir: Path) -> None:
+    texts: list[str] = [d["text"] for d in _rows(sample_dir / "documents.jsonl")]
+    for name in DATASETS:
+        for split in SPLITS:
+            texts += [r.get("text") or r["input"]["text"] for r in _rows(sample_dir / name / f"{split}.jsonl")]
+    assert len(texts) == len(set(texts))
+
+
 def test_taxonomy_is_complete(sample_dir: Path) -> None:
     assert set(INTENTS) == TAXONOMY_INTENTS and set(ENTITY_TYPES) == TAXONOMY_TYPES
     for split in SPLITS:
@@ -216,6 +224,15 @@ def test_typo_messages_really_contain_misspellings(messages: list[Any]) -> None:
     # a typo can make another real word ("reply" -> "rely"), so not every one is visible
     assert sum(typo) >= 0.85 * len(typo)
     assert sum(clean) <= 0.02 * len(clean)
+
+
+def test_two_amounts_are_ordered_for_instead_of_templates(messages: list[Any]) -> None:
+    def num(a: str) -> float:
+        return float(re.sub(r"[^\d.]", "", a))
+
+    # "charged {amount} instead of {amount2}", "refunded {amount2} instead of {amount}": amount is the larger
+    assert all(num(m.values["amount"]) > num(m.values["amount2"]) for m in messages)
+    assert any("amount2" in m.used for m in messages)
 
 
 def test_test_split_uses_held_out_templates() -> None:
