@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-adapters", action="store_true", help="untrained adapters in a temporary registry")
     parser.add_argument("--base", default=None, help="override the pipeline's base (a model folder; e.g. a tiny test base)")
     parser.add_argument("--quantization", default=None, help="override the base quantization (with --base: default fp32)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="cap every generate stage's max_new_tokens (quick runs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         doc["base"] = plain_doc["base"] = override
     elif args.quantization is not None:
         doc["base"] = plain_doc["base"] = {**plain_doc.get("base", {}), "quantization": args.quantization}
+    if args.max_new_tokens is not None:
+        for d in (doc, plain_doc):
+            for stage in d["stages"].values():
+                if stage.get("kind") == "generate":
+                    stage["max_new_tokens"] = min(int(stage.get("max_new_tokens", 128)), args.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         plain = tmp / "plain.yaml"

@@ -363,6 +363,7 @@ def _build_routers(args: argparse.Namespace) -> dict[str, Any]:
 
         registry = Registry(args.registry)
     routers: dict[str, Any] = {}
+    bases: dict[Any, Any] = {}  # pipelines on the same base share ONE loaded base (and its adapters)
     for path in args.pipelines:
         if args.echo:
             from loragraph.testing import EchoRouter
@@ -372,9 +373,14 @@ def _build_routers(args: argparse.Namespace) -> dict[str, Any]:
                 delay_s=args.echo_delay, fail_stage=args.echo_fail_stage,
             )
         else:
+            from loragraph.adapters.base import load_base
+            from loragraph.pipelines.spec import load_pipeline
             from loragraph.router.router import Router
 
-            router = Router.from_yaml(path, registry=registry)
+            spec = load_pipeline(path)
+            if spec.base not in bases:
+                bases[spec.base] = load_base(spec.base)
+            router = Router.from_yaml(path, registry=registry, base=bases[spec.base])
         if router.name in routers:
             raise UserError(f"two pipelines are named `{router.name}`", where=str(path))
         routers[router.name] = router
@@ -410,9 +416,16 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     db = ApiSettings.from_env(db_path=args.db).resolved_db_path
     if not db.is_file():
         raise UserError(f"no API store at `{db}`; pass `--db` or set `LORAGRAPH_DB`")
+    spec = None
+    if args.pipeline is not None:
+        from loragraph.pipelines.spec import load_pipeline
+
+        spec = load_pipeline(args.pipeline)
+        if args.stage not in spec.stages:
+            raise UserError(f"`--stage` `{args.stage}` is not a stage of pipeline `{spec.name}`", where=str(args.pipeline))
     store = Store(db)
     try:
-        summary = export_feedback(store.iter_feedback(args.stage), args.out)
+        summary = export_feedback(store.iter_feedback(args.stage, spec=spec), args.out)
     finally:
         store.close()
     print(
@@ -451,6 +464,8 @@ def _add_api(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--stage", required=True, help="stage name, e.g. `summary`")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--db", type=Path, default=None, help="SQLite store (default $LORAGRAPH_HOME/loragraph.db)")
+    p.add_argument("--pipeline", type=Path, default=None,
+                   help="the pipeline YAML, for exact prompt contexts (a generate stage's `inputs`)")
     p.set_defaults(handler=cmd_feedback_export)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "PipelineValidationError",
     "Problem",
     "QuantizationUnavailableError",
+    "RunTimeout",
     "RuntimeFailure",
     "StepError",
     "UserError",
@@ -91,6 +92,10 @@ class QuantizationUnavailableError(RuntimeFailure):
 
 class IntegrityError(RuntimeFailure):
     """Stored weights do not match their checksums, or were trained on another base."""
+
+
+class RunTimeout(RuntimeFailure):
+    """A run passed its deadline (checked between steps)."""
 
 
 class StepError(RuntimeFailure):

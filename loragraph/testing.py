@@ -333,7 +333,7 @@ class EchoRouter:
         pause = self.delay_s / max(1, len(self.spec.stages))
         for stage in self.spec.stages:
             if deadline is not None and _time.monotonic() >= deadline:
-                from loragraph.router.router import RunTimeout
+                from loragraph.errors import RunTimeout
 
                 self._error(result, RunTimeout("the run passed its deadline", where=f"stage `{stage.name}`"))
                 break
@@ -377,6 +377,9 @@ class EchoRouter:
             raise err
         result.status = "error"
         result.error = str(err)
+        result.error_kind = (
+            "timeout" if isinstance(err, _errors.RunTimeout) else "input" if isinstance(err, _errors.UserError) else "step"
+        )
         result.reply = None
 
     @staticmethod

@@ -8,12 +8,21 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# The user's home, captured before any test changes it: slow tests reuse its prepared
+# bundled base (read-only) and nothing else.
+_REAL_HOME = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph").expanduser()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """Every test gets its own $LORAGRAPH_HOME, except slow tests on the real base,
-    which share the prepared bundled base (set LORAGRAPH_TEST_HOME to reuse one)."""
-    if request.node.get_closest_marker("slow") is None:
-        monkeypatch.setenv("LORAGRAPH_HOME", str(tmp_path_factory.mktemp("home")))
+    """Every test gets its own $LORAGRAPH_HOME (registry, store): no test ever writes to
+    the user's registry. Slow tests on the real base see the user's prepared bundled base
+    through a `base` link, so it is converted once per machine, not once per test."""
+    home = tmp_path_factory.mktemp("home")
+    if request.node.get_closest_marker("slow") is not None:
+        (_REAL_HOME / "base").mkdir(parents=True, exist_ok=True)
+        (home / "base").symlink_to(_REAL_HOME / "base", target_is_directory=True)
+    monkeypatch.setenv("LORAGRAPH_HOME", str(home))
 
 
 @pytest.fixture(scope="session")

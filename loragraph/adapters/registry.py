@@ -423,6 +423,7 @@ class Registry:
 
     def promote(self, name: str, version: int) -> AdapterVersion:
         """Make ``version`` the one ``name`` resolves to (after verifying it)."""
+        self._require(name)  # an unknown name must not leave a folder behind
         with _locked(self._dir(name) / _LOCK_FILE):
             target = self.get(name, version)
             verify_version(target)
@@ -435,6 +436,7 @@ class Registry:
 
     def rollback(self, name: str) -> AdapterVersion:
         """Promote again the version promoted before the current one."""
+        self._require(name)  # an unknown name must not leave a folder behind
         with _locked(self._dir(name) / _LOCK_FILE):
             self._require(name)
             state = self.state(name)

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from loragraph.api.errors import QueueFullError, RunTimedOutError, scrub
 from loragraph.api.metrics import ApiMetrics
 from loragraph.api.store import TIMEOUT, Store
-from loragraph.errors import UserError
+from loragraph.errors import RunTimeout, UserError
 from loragraph.router.result import RunResult
 
 __all__ = ["RouterLike", "RunQueue", "WorkItem"]
@@ -291,7 +291,7 @@ class RunQueue:
             self._finished(item, deadline, result)
 
     def _failed(self, item: WorkItem, deadline: float, exc: Exception) -> None:
-        timed_out = time.monotonic() >= deadline or type(exc).__name__ == "RunTimeout"
+        timed_out = time.monotonic() >= deadline or isinstance(exc, RunTimeout)
         if timed_out:
             reason, kind = TIMEOUT, "timeout"
         elif isinstance(exc, UserError):
@@ -304,7 +304,7 @@ class RunQueue:
         item.future.set_exception(self._timed_out(item) if timed_out else exc)
 
     def _finished(self, item: WorkItem, deadline: float, result: RunResult) -> None:
-        if result.status == "error" and time.monotonic() >= deadline:
+        if result.status == "error" and (result.error_kind == "timeout" or time.monotonic() >= deadline):
             # the router reports a deadline passed between steps as an `error` result
             self._expire(item)
             return

@@ -102,18 +102,43 @@ class FeedbackItem(BaseModel):
     created_at: datetime = Field(description="when the feedback was given (UTC)")
 
 
-def stage_context(text: str, result: RunResult, stage: str) -> dict[str, Any]:
-    """The context a stage's prompt template saw: the document and every earlier stage's output.
+def _is_guardrail_output(output: dict[str, Any]) -> bool:
+    return {"label", "score", "passed", "action"} <= set(output)
 
-    Earlier = executed before ``stage`` in ``result.path``. (If an input guardrail redacted
-    the text, the router's context held the redacted text; the store keeps the original.)
+
+def stage_context(text: str, result: RunResult, stage: str, *, spec: Any = None) -> dict[str, Any]:
+    """The context a stage's prompt template saw: the document plus earlier stages' outputs.
+
+    Earlier = executed before ``stage`` in ``result.path``. A guardrail that rewrote the
+    document (redaction of the input) replaced ``text`` for the stages after it; its output
+    carries the new ``text``. With the pipeline ``spec`` (``PipelineSpec``) the guardrail's
+    target is read from it and a generate stage's ``inputs`` limit the context exactly like
+    the router does; without it, a guardrail's ``text`` that is no earlier stage's text is
+    taken as the redacted document.
     """
+    stages = getattr(spec, "stages", None) or {}
     context: dict[str, Any] = {"text": text}
     for name in result.path:
         if name == stage:
             break
-        if name in result.outputs:
-            context[name] = result.outputs[name]
+        output = result.outputs.get(name)
+        if output is None:
+            continue
+        context[name] = output
+        if _is_guardrail_output(output) and isinstance(output.get("text"), str):
+            declared = getattr(stages.get(name), "text_source", None) if stages else None
+            if declared is not None:
+                rewrote_input = declared == "text"
+            else:
+                rewrote_input = not any(
+                    isinstance(v, dict) and v.get("text") == output["text"] for k, v in context.items() if k != name
+                )
+            if rewrote_input:
+                context["text"] = output["text"]
+    inputs = getattr(stages.get(stage), "inputs", None) if stages else None
+    kind = getattr(stages.get(stage), "kind", None) if stages else None
+    if inputs and kind == "generate":
+        context = {name: context[name] for name in inputs if name in context}
     return context
 
 
@@ -295,8 +320,12 @@ class Store:
             feedback_id = int(cur.lastrowid or 0)
         return FeedbackRecord(id=feedback_id, run_id=run_id, created_at=now, **feedback.model_dump())
 
-    def iter_feedback(self, stage: str) -> Iterator[FeedbackItem]:
-        """Every feedback item on ``stage``, oldest first, with the stage's input context and output."""
+    def iter_feedback(self, stage: str, *, spec: Any = None) -> Iterator[FeedbackItem]:
+        """Every feedback item on ``stage``, oldest first, with the stage's input context and output.
+
+        Pass the pipeline ``spec`` for exact contexts (a generate stage's ``inputs``); see
+        ``stage_context``.
+        """
         cursor = self._reader().execute(
             "SELECT f.*, r.input, r.pipeline, r.result FROM feedback f JOIN runs r ON r.id = f.run_id "
             "WHERE f.stage=? AND r.result IS NOT NULL ORDER BY f.id",
@@ -308,7 +337,7 @@ class Store:
                 continue
             yield FeedbackItem(
                 feedback_id=row["id"], run_id=row["run_id"], pipeline=row["pipeline"], stage=stage,
-                input=stage_context(row["input"], result, stage), output=result.outputs[stage],
+                input=stage_context(row["input"], result, stage, spec=spec), output=result.outputs[stage],
                 rating=row["rating"], corrected=row["corrected"], comment=row["comment"],
                 created_at=row["created_at"],
             )

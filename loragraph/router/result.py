@@ -64,5 +64,8 @@ class RunResult(BaseModel):
     verdicts: list[GuardrailVerdict] = Field(default_factory=list)
     reply: str | None = Field(None, description="the final text for the customer, if any")
     error: str | None = None
+    error_kind: Literal["input", "step", "timeout"] | None = Field(
+        None, description="why a run with status `error` failed: bad `input`, a failing `step`, or a `timeout`"
+    )
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     latency_ms: float = 0.0

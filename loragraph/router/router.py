@@ -27,14 +27,17 @@ from typing import Any
 
 import networkx as nx
 
-from loragraph.errors import InputError, LoragraphError, NotFoundError, RuntimeFailure, StepError
+from loragraph.errors import (
+    InputError,
+    LoragraphError,
+    NotFoundError,
+    RunTimeout,
+    StepError,
+    UserError,
+)
 from loragraph.router.result import GuardrailVerdict, RunResult, StepTrace
 
-__all__ = ["RunTimeout", "Router", "combine_classifications", "split_chars", "split_text"]
-
-
-class RunTimeout(RuntimeFailure):
-    """A run passed its deadline between two steps."""
+__all__ = ["Router", "RunTimeout", "combine_classifications", "split_chars", "split_text"]
 
 
 @dataclass
@@ -178,6 +181,9 @@ class Router:
     def _fail(self, doc: _Doc, stage: str | None, err: Exception) -> None:
         doc.done = True
         doc.result.status = "error"
+        doc.result.error_kind = (
+            "timeout" if isinstance(err, RunTimeout) else "input" if isinstance(err, UserError) else "step"
+        )
         if stage is not None and not isinstance(err, StepError | RunTimeout):
             message = err.message if isinstance(err, LoragraphError) else f"{type(err).__name__}: {err}"
             err = StepError(message, stage=stage)

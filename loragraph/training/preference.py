@@ -208,15 +208,16 @@ def _sequence_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: 
         attention.to(device),
         completion.to(device),
     )
-    logits = (
-        model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-    )
-    targets = input_ids[:, 1:]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
-        logits, dim=-1
-    )
-    token_logps = token_logps.masked_fill(~completion[:, 1:], 0.0)
-    return [float(x) for x in token_logps.sum(dim=1).cpu()]
+    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+    sums = []
+    for row in range(len(sequences)):  # one row at a time in fp32: full-vocab fp32 logits are large
+        row_logits = logits[row, :-1].float()
+        targets = input_ids[row, 1:]
+        token_logps = row_logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
+            row_logits, dim=-1
+        )
+        sums.append(float(token_logps.masked_fill(~completion[row, 1:], 0.0).sum()))
+    return sums
 
 
 def response_logps(

@@ -160,6 +160,8 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, Any, list[str] | None]:
         test = test[:max_test]
     if kind == "tag" and labels is not None and not labels:
         raise ConfigError("`labels` could not be inferred: the training data has no entities; list the entity types")
+    if kind == "classify" and labels is not None and len(labels) < 2:
+        raise ConfigError(f"`labels` must list at least 2 labels, the training data has {labels}", where=str(config.data.train))
     return train, validation, test, labels
 
 

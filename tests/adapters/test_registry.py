@@ -298,3 +298,13 @@ def test_cli_adapters_group(reg: Registry, tmp_path: Path, capsys: pytest.Captur
     weights.write_bytes(weights.read_bytes() + b"\0")
     assert main(["adapters", "verify", "intent@v2", *root]) == 1
     assert "intent@v2" in capsys.readouterr().err
+
+
+def test_promote_or_rollback_of_an_unknown_name_leaves_nothing_behind(tmp_path: Path) -> None:
+    from loragraph.errors import NotFoundError
+
+    registry = Registry(tmp_path / "adapters")
+    for call in (lambda: registry.promote("nobody", 1), lambda: registry.rollback("nobody")):
+        with pytest.raises(NotFoundError):
+            call()
+    assert not (tmp_path / "adapters" / "nobody").exists()

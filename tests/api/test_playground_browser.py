@@ -37,7 +37,8 @@ class Page:
     """A minimal DevTools-protocol client for one page."""
 
     def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
+        websockets_sync = pytest.importorskip("websockets.sync.client", reason="pip install websockets (dev extra)")
+        connect = websockets_sync.connect
 
         self.ws = connect(ws_url, max_size=None, open_timeout=20)
         self.ids = itertools.count(1)

@@ -26,6 +26,7 @@ stages:
   summary:
     kind: generate
     adapter: summary
+    inputs: [text]
     max_new_tokens: 4
 edges:
   - {{from: intent, to: summary}}
@@ -102,3 +103,31 @@ def test_real_router_runs_jobs_feedback_and_promotion(real: dict[str, Any], tmp_
         store.close()
     assert items[0].input == {"text": DOC, "intent": run["outputs"]["intent"]}
     assert items[0].output == run["outputs"]["summary"]
+
+    # with the pipeline, the export gives exactly the context the template saw (`inputs: [text]`)
+    import json
+
+    from loragraph.cli import main
+
+    out = tmp_path / "export"
+    code = main(["feedback", "export", "--stage", "summary", "--out", str(out), "--db", str(settings.resolved_db_path),
+                 "--pipeline", str(real["root"] / "support.yaml")])
+    assert code == 0
+    assert [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()] == [
+        {"input": {"text": DOC}, "target": "Refund."}]
+    assert main(["feedback", "export", "--stage", "nosuch", "--out", str(out), "--db", str(settings.resolved_db_path),
+                 "--pipeline", str(real["root"] / "support.yaml")]) == 2
+
+
+def test_serve_command_builds_real_routers_sharing_one_base(real: dict[str, Any], tmp_path: Path) -> None:
+    from loragraph.cli import _build_routers, build_parser
+
+    second = tmp_path / "support2.yaml"
+    second.write_text((real["root"] / "support.yaml").read_text().replace("name: support", "name: support2"))
+    args = build_parser().parse_args(
+        ["serve", str(real["root"] / "support.yaml"), str(second), "--registry", str(real["registry"].root)]
+    )
+    routers = _build_routers(args)
+    assert sorted(routers) == ["support", "support2"]
+    assert routers["support"].host is routers["support2"].host, "one base, one host for both pipelines"
+    assert routers["support2"].run(DOC).status == "ok"

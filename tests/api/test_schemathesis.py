@@ -42,7 +42,7 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
              # and feedback on a stage without output is 400: both are correct refusals
              "--exclude-checks", "positive_data_acceptance",
              "--max-examples", "20", "--seed", "1", "--workers", "1", "--request-timeout", "20"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
         )
     report = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, report

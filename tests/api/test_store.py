@@ -168,3 +168,32 @@ def test_scrub_removes_paths_and_tracebacks() -> None:
     text = 'no adapter in /tmp/x/home/adapters\nTraceback (most recent call last):\n  File "/a/b.py", line 1'
     assert scrub(text) == "no adapter in <path>\n"
     assert scrub("stage `summary`: bad output") == "stage `summary`: bad output"
+
+
+def test_stage_context_follows_redaction_and_inputs() -> None:
+    from types import SimpleNamespace
+
+    from loragraph.api.store import stage_context
+    from loragraph.router.result import RunResult
+
+    result = RunResult(
+        id="r", pipeline="p", path=["pii", "intent", "summary", "reply"],
+        outputs={
+            "pii": {"label": "pii", "score": 0.9, "passed": False, "action": "redact", "text": "mail me at [EMAIL]"},
+            "intent": {"label": "other", "score": 0.5, "scores": {}},
+            "summary": {"text": "asks for mail"},
+            "reply": {"text": "ok"},
+        },
+    )
+    ctx = stage_context("mail me at a@b.c", result, "reply")
+    assert ctx["text"] == "mail me at [EMAIL]", "later stages saw the redacted document"
+    assert set(ctx) == {"text", "pii", "intent", "summary"}
+    spec = SimpleNamespace(stages={
+        "pii": SimpleNamespace(kind="guardrail", text_source="text", inputs=None),
+        "intent": SimpleNamespace(kind="classify", text_source="text", inputs=None),
+        "summary": SimpleNamespace(kind="generate", text_source="text", inputs=["text"]),
+        "reply": SimpleNamespace(kind="generate", text_source="text", inputs=["text", "summary"]),
+    })
+    assert stage_context("mail me at a@b.c", result, "summary", spec=spec) == {"text": "mail me at [EMAIL]"}
+    assert stage_context("mail me at a@b.c", result, "reply", spec=spec) == {
+        "text": "mail me at [EMAIL]", "summary": {"text": "asks for mail"}}

@@ -19,7 +19,7 @@ def test_rates_count_tpr_and_fpr() -> None:
 
 def test_choose_threshold_keeps_fpr_within_the_limit() -> None:
     safe = [i / 100 for i in range(100)]  # 0.00 .. 0.99
-    scores = safe + [0.995, 0.9, 0.5]
+    scores = [*safe, 0.995, 0.9, 0.5]
     gold = ["safe"] * 100 + ["attack"] * 3
     t = choose_threshold(scores, gold, max_fpr=0.03)
     r = rates(scores, gold, t)

@@ -127,3 +127,20 @@ def test_input_guardrail_with_a_tiny_base_adapter(tiny_host: tuple[Any, Any]) ->
     passing = make_guard(InputGuardrail(host, version.ref, threshold=min(1.0, attack + 1e-3), on_fail="noop"))
     assert not failing.validate(text).validation_passed
     assert passing.validate(text).validation_passed
+
+
+def test_import_never_downloads_nltk_data() -> None:
+    """guardrails-ai calls nltk.download("punkt") at import; loragraph neutralises it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import nltk\n"
+        "calls = []\n"
+        "nltk.download = lambda *a, **k: calls.append(a)\n"
+        "import loragraph.guardrails.validators\n"
+        "import guardrails.utils.docs_utils\n"
+        "print('calls', len(calls))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "calls 0" in out.stdout, out.stdout + out.stderr

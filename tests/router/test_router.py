@@ -11,7 +11,6 @@ import pytest
 from loragraph.adapters.registry import Registry
 from loragraph.errors import PipelineValidationError
 from loragraph.router.router import Router, combine_classifications, split_chars, split_text
-from loragraph.router.scheduler import QueueFull, Scheduler
 from loragraph.testing import publish_random_adapter
 
 from tests.router.conftest import DOC, INTENTS, TYPES, _router, _yaml
@@ -129,29 +128,6 @@ def test_run_many_batches_and_matches_single_runs(world: dict[str, Any], tmp_pat
         assert result.outputs["intent"]["label"] == single.outputs["intent"]["label"]
         assert result.outputs["intent"]["score"] == pytest.approx(single.outputs["intent"]["score"], abs=1e-4)
         assert result.outputs["entities"] == single.outputs["entities"]
-
-
-def test_scheduler_batches_concurrent_runs_and_bounds_its_queue(world: dict[str, Any], tmp_path: Path) -> None:
-    router = _router(world, tmp_path, when="{field: intent.score, op: lt, value: 0}")
-    calls: list[int] = []
-    original = router.run_many
-
-    def counting(texts: Any, **kw: Any) -> Any:
-        calls.append(len(texts))
-        return original(texts, **kw)
-
-    router.run_many = counting  # type: ignore[method-assign]
-    scheduler = Scheduler(router, max_batch=8, window_ms=200, max_queue=4)
-    try:
-        futures = [scheduler.submit(DOC) for _ in range(4)]
-        with pytest.raises(QueueFull):
-            for _ in range(8):
-                scheduler.submit(DOC)
-        results = [f.result(timeout=60) for f in futures]
-        assert all(r.status == "ok" for r in results)
-        assert max(calls) > 1  # concurrent documents shared one walk of the graph
-    finally:
-        scheduler.close()
 
 
 def test_validation_problems_stop_the_build(world: dict[str, Any], tmp_path: Path) -> None:

@@ -295,3 +295,31 @@ def test_lora_on_the_last_layers_only(tmp_path: Path, tiny_base_path: Path) -> N
     too_many = make_config(tmp_path, tiny_base_path, "classify", name="y", lora={"last_layers": 3})
     with pytest.raises(ConfigError, match=r"`lora\.last_layers` must be at most the base's 2 layers"):
         train(too_many, registry=Registry(tmp_path / "r"))
+
+
+@pytest.mark.slow
+def test_qlora_classify_on_the_bundled_nf4_base(tmp_path: Path) -> None:
+    """One short QLoRA run on the real 4-bit base: the adapter trains, the 4-bit base stays as it was."""
+    from loragraph.adapters.base import DEFAULT_BASE
+
+    paths = write_data(tmp_path / "data", "classify", n_train=8, n_eval=4)
+    cfg = TrainConfig.model_validate(
+        {
+            "adapter": "qlora",
+            "kind": "classify",
+            "data": paths,
+            "base": {"name": DEFAULT_BASE, "quantization": "nf4"},
+            "epochs": 1,
+            "batch_size": 8,
+            "max_length": 32,
+            "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "last_layers": 2},
+            "output_dir": tmp_path / "runs",
+        }
+    )
+    base = load_base(cfg.base, trainable=True)
+    before = _base_snapshot(base)
+    version = train(cfg, registry=Registry(tmp_path / "registry"), base=base)
+    after = base.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert _lora_b_norm(version) > 0
+    assert version.manifest.quantization == "nf4" and version.manifest.base_fingerprint == base.fingerprint

@@ -1,0 +1,72 @@
+"""Guardrail steps inside a real pipeline run: the tiny base, untrained adapters, the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DOC = "Hi, where is my order #A-48213? Mail me at maria@example.com"
+
+
+@pytest.fixture(scope="module")
+def world(tiny_base_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import publish_random_adapter
+
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
+    registry = Registry(tmp_path_factory.mktemp("registry"))
+    publish_random_adapter(registry, base, "guard_input", "classify", labels=["safe", "attack"], seed=5)
+    publish_random_adapter(registry, base, "intent", "classify", labels=["order_status", "other"], seed=6)
+    return {"base": base, "registry": registry}
+
+
+def _router(world: dict[str, Any], tmp_path: Path, guardrail: str) -> Any:
+    from loragraph.router.router import Router
+
+    text = f"""
+name: guarded
+base: {{name: {world["base"].path}, quantization: fp32}}
+entry: guard_in
+stages:
+  guard_in:
+    kind: guardrail
+    adapter: guard_input
+{guardrail}
+  intent:
+    kind: classify
+    adapter: intent
+edges:
+  - {{from: guard_in, to: intent}}
+"""
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return Router.from_yaml(path, registry=world["registry"], base=world["base"])
+
+
+def test_passing_guardrail_lets_the_run_continue(world: dict[str, Any], tmp_path: Path) -> None:
+    result = _router(world, tmp_path, "    threshold: 1.0").run(DOC)
+    assert result.status == "ok", result.error
+    assert result.path == ["guard_in", "intent"]
+    assert result.verdicts[0].passed and result.outputs["guard_in"]["action"] == "none"
+
+
+def test_block_stops_the_run_with_a_refusal(world: dict[str, Any], tmp_path: Path) -> None:
+    result = _router(world, tmp_path, "    threshold: 0.0\n    policy: block\n    fallback: No.").run(DOC)
+    assert result.status == "blocked" and result.path == ["guard_in"] and result.reply == "No."
+    assert result.verdicts[0].action == "block" and not result.verdicts[0].passed
+
+
+def test_redact_continues_with_the_redacted_document(world: dict[str, Any], tmp_path: Path) -> None:
+    result = _router(world, tmp_path, "    threshold: 0.0\n    policy: redact").run(DOC)
+    assert result.status == "ok" and result.path == ["guard_in", "intent"]
+    assert result.outputs["guard_in"]["action"] == "redact"
+    assert result.outputs["guard_in"]["text"] == "Hi, where is my order #A-48213? Mail me at [EMAIL]"
+
+
+def test_escalate_marks_the_run_for_a_human(world: dict[str, Any], tmp_path: Path) -> None:
+    result = _router(world, tmp_path, "    threshold: 0.0\n    policy: escalate").run(DOC)
+    assert result.path == ["guard_in"] and result.verdicts[0].action == "escalate"
+    assert result.status == "escalated"
