@@ -158,6 +158,10 @@ def flagged_score(classification: Any, flag_labels: list[str] | None = None) -> 
     scores: Mapping[str, float] = _get(classification, "scores", None) or {}
     if not scores:
         scores = {label: score}
+    if flag_labels is None and SAFE_LABEL not in scores and len(scores) > 1:
+        raise ConfigError(
+            f"the adapter's labels {sorted(scores)} have no `safe` label; set `flag_labels` to the labels that count as a violation"
+        )
     flagged = [k for k in scores if (k in flag_labels if flag_labels is not None else k != SAFE_LABEL)]
     if not flagged:
         if flag_labels is None and label == SAFE_LABEL and len(scores) == 1:

@@ -130,6 +130,15 @@ def test_pii_leak_against_the_customer_message() -> None:
     assert ok.verdict.passed and ok.leaked == []
 
 
+def test_labels_without_safe_need_flag_labels() -> None:
+    c = SimpleNamespace(label="bad", score=0.7, scores={"ok": 0.3, "bad": 0.7})
+    with pytest.raises(ConfigError, match="`flag_labels`"):
+        flagged_score(c)
+    out = apply_guardrail("g", spec(), "x", lambda t: c)  # the guardrail errors: fails closed, says why
+    assert out.verdict.failed_closed and "`flag_labels`" in out.verdict.reason
+    assert apply_guardrail("g", spec(flag_labels=["bad"]), "x", lambda t: c).verdict.action == "block"
+
+
 def test_settings_from_mapping_and_replace_needs_fallback() -> None:
     assert GuardrailSettings.of({"policy": "redact", "threshold": 0.3}).threshold == 0.3
     with pytest.raises(ConfigError, match="`fallback`"):
