@@ -8,6 +8,8 @@ threads (``RunQueue``), never on the event loop.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncio
 import hmac
 import json
@@ -27,6 +29,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar.openapi.spec import (
     Components,
     Encoding,
@@ -66,6 +69,9 @@ from loragraph.api.settings import ApiSettings
 from loragraph.api.store import TIMEOUT, Store, new_id
 from loragraph.errors import InputError, LoragraphError, NotFoundError
 from loragraph.router.result import RunResult
+
+_SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
+_SWAGGER_PATH = "/static/swagger-ui"
 
 __all__ = ["ApiService", "create_app", "describe_stages"]
 
@@ -741,7 +747,10 @@ def create_app(
 
     app = Litestar(
         route_handlers=[PipelinesController, RunsController, JobsController, AdaptersController,
-                        health, ready, metrics, playground],
+                        health, ready, metrics, playground,
+                        # the docs page's assets ship with loragraph: it works offline
+                        create_static_files_router(path=_SWAGGER_PATH, directories=[_SWAGGER_DIR],
+                                                   include_in_schema=False)],
         dependencies={"service": Provide(_service, sync_to_thread=False)},
         exception_handlers={
             LoragraphError: _on_loragraph_error,
@@ -758,7 +767,14 @@ def create_app(
             version=_version(),
             description="Run pipelines of per-task LoRA adapters on one shared base; give feedback; manage adapters.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url=f"{_SWAGGER_PATH}/swagger-ui-bundle.js",
+                    css_url=f"{_SWAGGER_PATH}/swagger-ui.css",
+                    standalone_preset_js_url=f"{_SWAGGER_PATH}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER_PATH}/favicon-32x32.png'>",
+                )
+            ],
             components=Components(
                 security_schemes={
                     _BEARER: SecurityScheme(

@@ -425,6 +425,11 @@ def test_operations_endpoints(server: Server) -> None:
         assert {"application/json", "multipart/form-data"} <= set(body)
         docs = client.get("/schema")
         assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+        # the docs page works offline: every asset it loads is served by loragraph itself
+        assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", docs.text)
+        assert assets and not [a for a in assets if "//" in a], assets
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
 
 
 def test_playground_is_self_contained(server: Server) -> None:
