@@ -14,20 +14,19 @@ Every adapter of a pipeline mounts on ONE resident base. This module owns that b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loragraph._files import file_lock
 from loragraph.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 
 if TYPE_CHECKING:  # torch loads lazily: `import loragraph.adapters.base` stays light
@@ -104,17 +103,6 @@ def _default_gguf() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def prepare_base(home: Path | None = None, *, force: bool = False) -> Path:
     """Convert the bundled GGUF into a transformers folder, once; return the folder.
 
@@ -123,7 +111,7 @@ def prepare_base(home: Path | None = None, *, force: bool = False) -> Path:
     """
     home = home or loragraph_home()
     target = home / "base" / DEFAULT_BASE
-    with _file_lock(home / "base" / f".{DEFAULT_BASE}.lock"):
+    with file_lock(home / "base" / f".{DEFAULT_BASE}.lock"):
         if (target / _COMPLETE_MARKER).is_file() and not force:
             return target
         gguf = _default_gguf()

@@ -21,14 +21,13 @@ References: ``"intent"`` (the promoted version), ``"intent@v3"`` or ``"intent@3"
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loragraph._files import file_lock
 from loragraph.adapters.base import Quantization, loragraph_home
 from loragraph.adapters.head_config import HEAD_FILE, HeadConfig
 from loragraph.errors import ConfigError, IntegrityError, NotFoundError
@@ -278,17 +278,6 @@ def verify_version(version: AdapterVersion) -> None:
 # --------------------------------------------------------------------------- registry
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _rmtree(path: Path) -> None:
     def _writable(func: Any, target: str, _exc: Any) -> None:  # shutil.rmtree onerror (3.11)
         with contextlib.suppress(OSError):
@@ -424,7 +413,7 @@ class Registry:
     def promote(self, name: str, version: int) -> AdapterVersion:
         """Make ``version`` the one ``name`` resolves to (after verifying it)."""
         self._require(name)  # an unknown name must not leave a folder behind
-        with _locked(self._dir(name) / _LOCK_FILE):
+        with file_lock(self._dir(name) / _LOCK_FILE):
             target = self.get(name, version)
             verify_version(target)
             state = self.state(name)
@@ -437,7 +426,7 @@ class Registry:
     def rollback(self, name: str) -> AdapterVersion:
         """Promote again the version promoted before the current one."""
         self._require(name)  # an unknown name must not leave a folder behind
-        with _locked(self._dir(name) / _LOCK_FILE):
+        with file_lock(self._dir(name) / _LOCK_FILE):
             self._require(name)
             state = self.state(name)
             stack = state.stack()
@@ -489,7 +478,7 @@ class Registry:
             for filename in files:
                 shutil.copyfile(staged / filename, tmp / filename)
                 checksums[filename] = sha256_file(tmp / filename)
-            with _locked(folder / _LOCK_FILE):
+            with file_lock(folder / _LOCK_FILE):
                 existing = self._version_numbers(name)
                 number = (max(existing) + 1) if existing else 1
                 parent = fields.get("parent")
