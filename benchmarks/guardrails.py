@@ -1,19 +1,21 @@
 """Benchmark the cost of the two guardrails as a fraction of a sample pipeline run (goal < 15%).
 
-The sample pipeline (``examples/customer_service/pipeline.yaml``) is extended the way its
-header describes: an input guardrail first (``guard_in``: adapter ``guard_input``, policy
-``block``) with an edge to the old entry, and an output guardrail after ``reply``
-(``guard_out``: adapter ``guard_output``, ``target: reply``, policy ``replace``). Benign
-customer messages are run through it (so every stage runs) and, from each run's trace,
+The sample pipeline (``examples/customer_service/pipeline.yaml``) has an input guardrail
+first (``guard_in``: adapter ``guard_input``, policy ``block``) and an output guardrail on
+each customer-facing reply (``check_reply`` / ``check_out_of_scope``: adapter
+``guard_output``, policy ``replace``); a pipeline without guardrails gets ``guard_in`` and a
+``guard_out`` after ``reply``. Benign customer messages are run through it and, from each
+run's trace,
 
     guardrail share = (latency of the guardrail steps) / (latency of the whole run)
 
-is reported (mean and per guardrail); the same documents also run through the pipeline
-without guardrails, and the relative slowdown is reported beside it.
+is reported (mean and per guardrail); the same documents also run through the same pipeline
+with its guardrail stages removed (same base, same resident adapters), and the relative
+slowdown is reported beside it.
 
     python benchmarks/guardrails.py [--pipeline examples/customer_service/pipeline.yaml]
         [--docs 6] [--repeats 2] [--input-adapter guard_input] [--output-adapter guard_output]
-        [--threshold 0.5] [--random-adapters] [--json]
+        [--threshold T] [--random-adapters] [--json]
 
 ``--random-adapters`` publishes untrained adapters (every adapter of the pipeline and the
 two guardrails) into a temporary registry on the bundled base, so the benchmark runs before
@@ -50,28 +52,47 @@ DOCS = [
 ]
 
 
-def guarded_pipeline(pipeline: Path, *, input_adapter: str, output_adapter: str, threshold: float) -> dict[str, Any]:
-    """The sample pipeline's YAML document with an input and an output guardrail added."""
+def guarded_pipeline(pipeline: Path, *, input_adapter: str, output_adapter: str, threshold: float | None) -> dict[str, Any]:
+    """The pipeline's YAML document with guardrails: as it is when it declares some (the
+    sample does: ``guard_in`` first, ``check_reply`` / ``check_out_of_scope`` last), else with
+    an input guardrail added first and an output guardrail after ``reply``. ``threshold``
+    (when given) replaces every guardrail's threshold."""
     import yaml
 
     doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
     stages = doc["stages"]
-    if "reply" not in stages:
-        raise SystemExit(f"{pipeline}: expected a `reply` stage to guard")
-    old_entry = doc.get("entry")
-    guard_in = {
-        "kind": "guardrail", "adapter": input_adapter, "target": "input", "policy": "block",
-        "threshold": threshold, "description": "input guardrail: attacks are blocked",
-    }
-    guard_out = {
-        "kind": "guardrail", "adapter": output_adapter, "target": "reply", "policy": "replace",
-        "threshold": threshold, "fallback": "Thank you for your message. A colleague will get back to you shortly.",
-        "description": "output guardrail: toxic or leaking replies are replaced",
-    }
-    doc["stages"] = {"guard_in": guard_in, **stages, "guard_out": guard_out}
-    doc["entry"] = "guard_in"
-    doc["name"] = f"{doc.get('name', 'pipeline')}-guarded"
-    doc["edges"] = [{"from": "guard_in", "to": old_entry}, *doc.get("edges", []), {"from": "reply", "to": "guard_out"}]
+    if not any(stage.get("kind") == "guardrail" for stage in stages.values()):
+        if "reply" not in stages:
+            raise SystemExit(f"{pipeline}: no guardrail stage, and no `reply` stage to guard")
+        old_entry = doc.get("entry") or next(iter(stages))
+        guard_in = {"kind": "guardrail", "adapter": input_adapter, "target": "input", "policy": "block"}
+        guard_out = {
+            "kind": "guardrail", "adapter": output_adapter, "target": "reply", "policy": "replace",
+            "fallback": "A member of our team will get back to you shortly.",
+        }
+        doc["stages"] = {"guard_in": guard_in, **stages, "guard_out": guard_out}
+        doc["entry"] = "guard_in"
+        doc["edges"] = [{"from": "guard_in", "to": old_entry}, *doc.get("edges", []), {"from": "reply", "to": "guard_out"}]
+    if threshold is not None:
+        for stage in doc["stages"].values():
+            if stage.get("kind") == "guardrail":
+                stage["threshold"] = threshold
+    return doc
+
+
+def plain_pipeline(guarded: dict[str, Any]) -> dict[str, Any]:
+    """The same pipeline without its guardrail stages (the baseline)."""
+    import copy
+
+    doc = copy.deepcopy(guarded)
+    guards = {name for name, stage in doc["stages"].items() if stage.get("kind") == "guardrail"}
+    entry = doc.get("entry") or next(iter(doc["stages"]))
+    while entry in guards:  # the stage the input guardrail hands over to
+        entry = next(e["to"] for e in doc.get("edges", []) if e["from"] == entry)
+    doc["stages"] = {name: stage for name, stage in doc["stages"].items() if name not in guards}
+    doc["entry"] = entry
+    doc["edges"] = [e for e in doc.get("edges", []) if e["from"] not in guards and e["to"] not in guards]
+    doc["name"] = f"{doc.get('name', 'pipeline')}-plain"
     return doc
 
 
@@ -126,7 +147,8 @@ def measure(plain: Path, guarded: Path, docs: list[str], repeats: int) -> dict[s
     _run(plain_router, docs, repeats)
     plain_s = time.perf_counter() - started
 
-    shares, per_guardrail = [], {"guard_in": [], "guard_out": []}
+    shares: list[float] = []
+    per_guardrail: dict[str, list[float]] = {}
     statuses: dict[str, int] = {}
     errors: list[str] = []
     for r in guarded_results:
@@ -161,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--input-adapter", default="guard_input")
     parser.add_argument("--output-adapter", default="guard_output")
-    parser.add_argument("--threshold", type=float, default=0.5, help="threshold of both guardrails")
+    parser.add_argument("--threshold", type=float, default=None, help="threshold of every guardrail (default: the file's)")
     parser.add_argument("--random-adapters", action="store_true", help="untrained adapters in a temporary registry")
     parser.add_argument("--base", default=None, help="override the pipeline's base (a model folder; e.g. a tiny test base)")
     parser.add_argument("--quantization", default=None, help="override the base quantization (with --base: default fp32)")
@@ -175,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     # random guardrails flag at random: threshold 1.0 lets every document through all stages
     threshold = 1.0 if args.random_adapters else args.threshold
     doc = guarded_pipeline(args.pipeline, input_adapter=args.input_adapter, output_adapter=args.output_adapter, threshold=threshold)
-    plain_doc = yaml.safe_load(args.pipeline.read_text(encoding="utf-8"))
+    plain_doc = plain_pipeline(doc)
     if args.base is not None:
         override = {"name": str(Path(args.base).resolve()), "quantization": args.quantization or "fp32"}
         doc["base"] = plain_doc["base"] = override
@@ -207,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if share is None:
         print(f"no run ended `ok` (statuses {result['statuses']}; errors {result['errors']})")
         return 1
-    print(f"{result['runs']} runs of {args.pipeline.name} + guard_in + guard_out"
+    print(f"{result['runs']} runs of {args.pipeline.name} with its guardrails"
           f"{'  (RANDOM adapters)' if args.random_adapters else ''}; statuses {result['statuses']}")
     print(f"guardrail share of a run   mean {share:.3%}  max {result['guardrail_share_max']:.3%}  (goal < 15%)")
     for name, ms in result["guardrail_ms_mean"].items():

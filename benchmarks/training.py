@@ -10,7 +10,9 @@ ids, for a few steps, and reports examples/s and peak memory for:
 
 Everything runs from this one command; each (kind, quantization) is measured in its own
 child process so that the peak resident memory (``ru_maxrss``; CUDA: max allocated) belongs
-to that configuration alone. Printed ratios are nf4 / bf16.
+to that configuration alone. Printed ratios are nf4 / bf16. The peak includes loading (the
+4-bit base is quantized from the bf16 folder at load time, so its load peak is not smaller);
+``RSS after steps`` is the resident memory while training, and ``base MB`` the weights alone.
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate] [--json]
 """
@@ -35,6 +37,17 @@ SEQ_LEN = {"classify": 64, "tag": 96, "generate": 224}
 reply prompt+target median ~220."""
 
 
+def _current_rss_mb() -> float:
+    """Resident memory now (``VmRSS``), in MB; 0 where ``/proc`` is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
 def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -> dict[str, Any]:
     import torch
 
@@ -49,6 +62,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -
     started = time.perf_counter()
     base = load_base(BaseSpec(quantization=quantization), trainable=True)
     load_s = time.perf_counter() - started
+    rss_loaded = _current_rss_mb()
     model = add_lora(base.model, LoraSettings(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), seed=0)
     model.train()
     length = SEQ_LEN[kind]
@@ -104,6 +118,8 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -
         "seconds_per_step": round(sum(times) / len(times), 4),
         "examples_per_second": round(batch * len(times) / sum(times), 3),
         "peak_rss_mb": round(rss / 2**20, 1),
+        "rss_after_load_mb": rss_loaded,
+        "rss_after_steps_mb": _current_rss_mb(),
         "rss_before_load_mb": round(rss0 * 1024 / 2**20, 1),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
         "base_footprint_mb": round(base.memory_bytes / 2**20, 1),
@@ -145,22 +161,24 @@ def main(argv: list[str] | None = None) -> int:
                 "kind": kind,
                 "speed_nf4_over_bf16": round(nf4["examples_per_second"] / bf16["examples_per_second"], 3),
                 "peak_rss_nf4_over_bf16": round(nf4["peak_rss_mb"] / bf16["peak_rss_mb"], 3),
+                "rss_after_steps_nf4_over_bf16": round(nf4["rss_after_steps_mb"] / bf16["rss_after_steps_mb"], 3),
                 "base_footprint_nf4_over_bf16": round(nf4["base_footprint_mb"] / bf16["base_footprint_mb"], 3),
             }
         )
     if args.json:
         print(json.dumps({"results": results, "ratios": ratios}, indent=2))
         return 0
-    print(f"{'kind':<10}{'quant':<7}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'base MB':>9}")
+    print(f"{'kind':<10}{'quant':<7}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'RSS after MB':>14}{'base MB':>9}")
     for r in results:
         print(
             f"{r['kind']:<10}{r['quantization']:<7}{r['tokens_per_example']:>7}{r['examples_per_second']:>9.2f}"
-            f"{r['seconds_per_step']:>9.2f}{r['peak_rss_mb']:>13.0f}{r['base_footprint_mb']:>9.0f}"
+            f"{r['seconds_per_step']:>9.2f}{r['peak_rss_mb']:>13.0f}{r['rss_after_steps_mb']:>14.0f}{r['base_footprint_mb']:>9.0f}"
         )
     print("\nratios nf4 / bf16 (QLoRA vs LoRA):")
     for q in ratios:
         print(
             f"  {q['kind']:<10} speed {q['speed_nf4_over_bf16']:.2f}x   peak RSS {q['peak_rss_nf4_over_bf16']:.2f}x   "
+            f"RSS after steps {q['rss_after_steps_nf4_over_bf16']:.2f}x   "
             f"base weights {q['base_footprint_nf4_over_bf16']:.2f}x"
         )
     return 0

@@ -82,6 +82,10 @@ def cmd_align(args: argparse.Namespace) -> int:
             config = AlignConfig.model_validate({**config.model_dump(), **overrides})
         except ValidationError as exc:
             raise config_error(exc, where="command line") from exc
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     registry = Registry()
     version = align(
         args.adapter,
@@ -121,6 +125,7 @@ def _add_align(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-pairs", type=int, help="train on at most this many pairs (overrides `max_pairs`)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides `max_steps`)")
     p.add_argument("--promote", choices=["never", "if_better"], help="overrides `promote`")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_align)
 
@@ -187,6 +192,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from loragraph.training.train import find_config, train
 
     config = load_train_config(find_config(args.config))
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     version = train(config, resume=not args.no_resume)
     if args.json:
         _print_json({"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics})
@@ -222,6 +231,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming an interrupted run")
     p.add_argument("--json", action="store_true", help="print the new version and its metrics as JSON")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); on a busy shared CPU, 1 can be several times faster",
+    )
     p.set_defaults(handler=cmd_train)
     p = sub.add_parser("eval", help="evaluate an adapter version on a JSONL file (generate: also the base alone)")
     p.add_argument("adapter", help="`name` (the promoted version) or `name@vN`")

@@ -63,14 +63,19 @@ class GuardrailReport(BaseModel):
 def score_rows(
     classify_batch: ClassifyBatch, texts: Sequence[str], *, flag_labels: Sequence[str] | None = None, batch_size: int = 16
 ) -> tuple[list[float], list[str]]:
-    """Flagged probability and predicted label of every text."""
-    scores: list[float] = []
-    labels: list[str] = []
+    """Flagged probability and predicted label of every text (in the order of ``texts``).
+
+    Texts are batched by length (less padding, same results), then put back in order.
+    """
+    scores: list[float] = [0.0] * len(texts)
+    labels: list[str] = [""] * len(texts)
     flags = list(flag_labels) if flag_labels is not None else None
-    for start in range(0, len(texts), batch_size):
-        for c in classify_batch(list(texts[start : start + batch_size])):
-            scores.append(flagged_score(c, flags)[1])
-            labels.append(str(c.label))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        for i, c in zip(idx, classify_batch([texts[i] for i in idx]), strict=True):
+            scores[i] = flagged_score(c, flags)[1]
+            labels[i] = str(c.label)
     return scores, labels
 
 

@@ -67,6 +67,11 @@ def train_classify(
     seed_everything(config.seed)
     head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size)
     head = build_head(head_config)
+    # start from (almost) uniform predictions, as transformers' sequence-classification heads do
+    # (normal, std 0.02, no bias): the default init gives confident random logits on hidden states
+    # with norms around 50, and the first steps are spent undoing them
+    torch.nn.init.normal_(head.linear.weight, std=0.02)  # type: ignore[union-attr]
+    torch.nn.init.zeros_(head.linear.bias)  # type: ignore[union-attr]
     model = add_lora(base.model, config.lora, seed=config.seed)
     tokenizer = base.tokenizer
 

@@ -550,30 +550,23 @@ def align(
             "batch_size": config.eval_batch_size,
         }
         say(f"preference accuracy on {len(eval_pairs)} {eval_source} pairs")
-        base_lp = response_logps(
-            model,
-            base.tokenizer,
-            eval_pairs,
-            adapter=None,
-            max_length=config.max_length,
-            batch_size=config.eval_batch_size,
-        )
-        parent_lp = response_logps(
-            model,
-            base.tokenizer,
-            eval_pairs,
-            adapter=_REF_ADAPTER,
-            max_length=config.max_length,
-            batch_size=config.eval_batch_size,
-        )
-        new_lp = response_logps(
-            model,
-            base.tokenizer,
-            eval_pairs,
-            adapter=_POLICY_ADAPTER,
-            max_length=config.max_length,
-            batch_size=config.eval_batch_size,
-        )
+        logps: dict[str | None, tuple[list[float | None], list[float | None]]] = {}
+        for label, name in (
+            ("base", None),
+            (f"`{parent.ref}`", _REF_ADAPTER),
+            ("DPO", _POLICY_ADAPTER),
+        ):
+            t0 = time.perf_counter()
+            logps[name] = response_logps(
+                model,
+                base.tokenizer,
+                eval_pairs,
+                adapter=name,
+                max_length=config.max_length,
+                batch_size=config.eval_batch_size,
+            )
+            say(f"log-probs under {label}: {time.perf_counter() - t0:.0f}s")
+        base_lp, parent_lp, new_lp = logps[None], logps[_REF_ADAPTER], logps[_POLICY_ADAPTER]
         before = preference_accuracy(
             model,
             _REF_ADAPTER,

@@ -93,7 +93,7 @@ def _fields(kind: str, labels: list[str], **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real registry with the sample adapters: intent, entities, summary, reply (v1 and v2),
-    guard (classify safe/attack) and a generate adapter `bf16gen` trained on bf16."""
+    guard, guard_input (classify safe/attack), guard_output (safe/toxic/pii_leak) and a generate adapter `bf16gen` trained on bf16."""
     from loragraph.adapters.registry import Registry
 
     root = tmp_path_factory.mktemp("registry")
@@ -110,6 +110,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     publish("reply", "generate", [], prompt=REPLY_PROMPT)
     publish("reply", "generate", [], prompt=REPLY_PROMPT)
     publish("guard", "classify", ["safe", "attack"])
+    publish("guard_input", "classify", ["safe", "attack"])
+    publish("guard_output", "classify", ["safe", "toxic", "pii_leak"])
     publish("toxic", "classify", ["clean", "toxic"])
     publish("bf16gen", "generate", [], prompt=SUMMARY_PROMPT, quantization="bf16")
     publish(

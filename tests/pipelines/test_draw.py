@@ -60,8 +60,9 @@ def test_mermaid_escapes_quotes_in_labels() -> None:
 def test_sample_mermaid_matches_the_file() -> None:
     spec = load_pipeline(SAMPLE)
     out = to_mermaid(spec)
-    for name in spec.stages:
-        assert f"s_{name}[" in out
+    for name, stage in spec.stages.items():
+        # guardrails are hexagons, the other stages boxes
+        assert f"s_{name}{'{{' if stage.kind == 'guardrail' else '['}" in out
     assert (
         '  s_summary -->|"intent.label in [complaint, refund_request]"| s_escalation'
         in out.splitlines()

@@ -266,13 +266,20 @@ def test_shipped_sample_loads() -> None:
     assert spec.base.name == "smollm2-135m-instruct" and spec.base.quantization == "nf4"
     kinds = {name: stage.kind for name, stage in spec.stages.items()}
     assert kinds == {
+        "guard_in": "guardrail",
         "intent": "classify",
         "out_of_scope": "generate",
         "entities": "tag",
         "summary": "generate",
         "reply": "generate",
         "escalation": "generate",
+        "check_reply": "guardrail",
+        "check_out_of_scope": "guardrail",
     }
+    assert spec.entry_stage == "guard_in"
+    assert (spec.stages["guard_in"].target, spec.stages["guard_in"].policy) == ("input", "block")
+    assert (spec.stages["check_reply"].target, spec.stages["check_reply"].policy) == ("reply", "replace")
+    assert spec.stages["check_out_of_scope"].target == "out_of_scope"
     assert spec.stages["summary"].inputs == ["text"]
     assert spec.stages["reply"].inputs == ["text", "intent", "entities", "summary"]
     assert spec.reply_from == ["reply", "out_of_scope"]
