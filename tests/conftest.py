@@ -13,6 +13,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _REAL_HOME = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph").expanduser()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """$LORAGRAPH_HOME for module- and session-scoped fixtures, which are set up before any
+    test's own home: a fresh folder too (with the `base` link), never the user's."""
+    home = tmp_path_factory.mktemp("session-home")
+    (_REAL_HOME / "base").mkdir(parents=True, exist_ok=True)
+    (home / "base").symlink_to(_REAL_HOME / "base", target_is_directory=True)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LORAGRAPH_HOME", str(home))
+    yield home
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Every test gets its own $LORAGRAPH_HOME (registry, store): no test ever writes to

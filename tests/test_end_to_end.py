@@ -61,7 +61,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     write_dataset(build_input_rows(seed=0, sample_dir=data), data / "guardrails" / "input")
     write_dataset(build_output_rows(seed=0, sample_dir=data), data / "guardrails" / "output")
     spec = load_pipeline(EXAMPLE / "pipeline.yaml")
-    registry = Registry()  # the test's own $LORAGRAPH_HOME
+    registry = Registry(tmp / "adapters")  # never the user's registry
     names = list(dict.fromkeys(stage.adapter_name for stage in spec.stages.values()))
     for name in names:
         config = _small(load_train_config(EXAMPLE / "train" / f"{name}.yaml"), data)
@@ -111,23 +111,25 @@ def test_the_api_serves_the_sample_pipeline_over_http(trained: dict[str, Any], t
     router = Pipeline.from_yaml(EXAMPLE / "pipeline.yaml", registry=trained["registry"])
     settings = ApiSettings(db_path=tmp_path / "loragraph.db", run_timeout_s=600)
     text = "Hi, where is my order #A-48213? It was supposed to arrive last Tuesday. Maria Lopez"
-    with serve({router.name: router}, settings, registry=trained["registry"]) as server:
-        with httpx.Client(base_url=server.url, timeout=600) as client:
-            response = client.post(f"/v1/pipelines/{router.name}/runs", json={"text": text})
-            assert response.status_code == 201, response.text
-            result = response.json()
-            assert result["outputs"] and result["trace"]
-            stored = client.get(f"/v1/runs/{result['id']}").json()
-            assert stored["status"] == result["status"]
-            # the reply stage when the run got that far; the input guardrail when it blocked
-            # (adapters trained on 24 examples flag at random)
-            stage = next((s for s in result["outputs"] if "text" in result["outputs"][s]), "guard_in")
-            body: dict[str, Any] = {"stage": stage, "rating": -1}
-            if stage != "guard_in":
-                body["corrected"] = "A better answer."
-            feedback = client.post(f"/v1/runs/{result['id']}/feedback", json=body)
-            assert feedback.status_code == 201, feedback.text
-            assert client.get("/ready").status_code == 200
+    with (
+        serve({router.name: router}, settings, registry=trained["registry"]) as server,
+        httpx.Client(base_url=server.url, timeout=600) as client,
+    ):
+        response = client.post(f"/v1/pipelines/{router.name}/runs", json={"text": text})
+        assert response.status_code == 201, response.text
+        result = response.json()
+        assert result["outputs"] and result["trace"]
+        stored = client.get(f"/v1/runs/{result['id']}").json()
+        assert stored["status"] == result["status"]
+        # the reply stage when the run got that far; the input guardrail when it blocked
+        # (adapters trained on 24 examples flag at random)
+        stage = next((s for s in result["outputs"] if "text" in result["outputs"][s]), "guard_in")
+        body: dict[str, Any] = {"stage": stage, "rating": -1}
+        if stage != "guard_in":
+            body["corrected"] = "A better answer."
+        feedback = client.post(f"/v1/runs/{result['id']}/feedback", json=body)
+        assert feedback.status_code == 201, feedback.text
+        assert client.get("/ready").status_code == 200
     items = list(Store(tmp_path / "loragraph.db").iter_feedback(stage))
     assert items and items[0].rating == -1
     assert items[0].corrected == body.get("corrected")

@@ -31,6 +31,11 @@ class HeadConfig(BaseModel):
     dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="dropout before the classify `Linear` (training only; unused by tag heads)."
     )
+    pooling: Literal["last", "mean"] = Field(
+        "last",
+        description="classify: what the `Linear` reads: the hidden state of the last real token (`last`) "
+        "or the mean over the real tokens (`mean`); unused by tag heads.",
+    )
 
     @field_validator("labels")
     @classmethod

@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "load_head",
     "pool_last",
+    "pool_mean",
     "position_ids_from_mask",
     "save_head",
     "spans_to_tag_ids",
@@ -59,7 +60,7 @@ IGNORE_INDEX = -100
 
 
 class ClassifyHead(nn.Module):
-    """Dropout + ``Linear`` on the pooled last-token hidden state; fp32."""
+    """Dropout + ``Linear`` on the pooled hidden state (``config.pooling``: last token or mean); fp32."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -71,7 +72,8 @@ class ClassifyHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``hidden [B, T, H]``, ``attention_mask [B, T]`` -> logits ``[B, labels]``."""
-        pooled = pool_last(hidden, attention_mask).to(self.linear.weight.dtype)
+        pool = pool_mean if self.config.pooling == "mean" else pool_last
+        pooled = pool(hidden, attention_mask).to(self.linear.weight.dtype)
         return self.linear(self.dropout(pooled))
 
 
@@ -210,6 +212,15 @@ def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     if bool((last < 0).any()):
         raise InputError("a row of the batch has no tokens (empty text)")
     return hidden[torch.arange(batch, device=hidden.device), last]
+
+
+def pool_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean hidden state over each row's real tokens: ``[B, T, H]`` -> ``[B, H]`` (fp32 sums)."""
+    mask = attention_mask.to(torch.float32).unsqueeze(-1)
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        raise InputError("a row of the batch has no tokens (empty text)")
+    return (hidden.to(torch.float32) * mask).sum(dim=1) / counts
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:

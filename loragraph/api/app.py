@@ -8,8 +8,6 @@ threads (``RunQueue``), never on the event loop.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncio
 import hmac
 import json
@@ -18,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -29,7 +28,6 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.static_files import create_static_files_router
 from litestar.openapi.spec import (
     Components,
     Encoding,
@@ -43,6 +41,7 @@ from litestar.openapi.spec import (
 )
 from litestar.params import Parameter
 from litestar.plugins.pydantic import PydanticPlugin
+from litestar.static_files import create_static_files_router
 from pydantic import ValidationError
 
 from loragraph.api.errors import AuthError, QueueFullError, RunTimedOutError, http_status, scrub

@@ -65,7 +65,7 @@ def train_classify(
 
     index = {label: i for i, label in enumerate(labels)}
     seed_everything(config.seed)
-    head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size)
+    head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size, pooling=config.pooling)
     head = build_head(head_config)
     # start from (almost) uniform predictions, as transformers' sequence-classification heads do
     # (normal, std 0.02, no bias): the default init gives confident random logits on hidden states

@@ -114,6 +114,11 @@ class TrainConfig(BaseModel):
     head_learning_rate: float | None = Field(
         None, gt=0.0, le=1.0, description="classify/tag: learning rate of the new head (default: 5x `learning_rate`)"
     )
+    pooling: Literal["last", "mean"] = Field(
+        "last",
+        description="classify: the head reads the last real token's hidden state (`last`) or the mean "
+        "over the real tokens (`mean`)",
+    )
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="fraction of the optimizer steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     batch_size: int = Field(8, ge=1, le=1024, description="examples per optimizer step")
@@ -159,6 +164,8 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> TrainConfig:
+        if self.kind != "classify" and self.pooling != "last":
+            raise ValueError(f"`pooling` is only for `kind: classify`, not `kind: {self.kind}`")
         if self.kind == "generate":
             if not self.prompt:
                 raise ValueError("`prompt` is required for `kind: generate` (a jinja template over the example `input`)")
@@ -195,6 +202,7 @@ class TrainConfig(BaseModel):
             "epochs": self.epochs,
             "learning_rate": self.learning_rate,
             "head_learning_rate": self.effective_head_learning_rate,
+            "pooling": self.pooling,
             "warmup_ratio": self.warmup_ratio,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,

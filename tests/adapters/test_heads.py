@@ -17,6 +17,7 @@ from loragraph.adapters.heads import (
     encode,
     load_head,
     pool_last,
+    pool_mean,
     save_head,
     spans_to_tag_ids,
     tag_ids_to_spans,
@@ -83,6 +84,26 @@ def test_heads_shapes_dtype_and_pooling() -> None:
     assert tag(hidden, mask).shape == (2, 5, len(TAG.tags))
     with pytest.raises(ConfigError):
         ClassifyHead(TAG)
+
+
+def test_mean_pooling_reads_real_tokens_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert torch.allclose(pool_mean(hidden, mask), torch.stack([hidden[0, 2:].mean(0), hidden[1].mean(0)]))
+    # padding never changes a row's result, whatever the padded positions hold
+    noisy = hidden.clone()
+    noisy[0, :2] = 1e4
+    assert torch.allclose(pool_mean(noisy, mask), pool_mean(hidden, mask))
+    with pytest.raises(InputError):
+        pool_mean(hidden[:1], torch.zeros(1, 5, dtype=torch.long))
+    config = HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8, dropout=0.0, pooling="mean")
+    head = build_head(config)
+    assert torch.allclose(head(noisy, mask), head.linear(pool_mean(hidden, mask)))  # type: ignore[operator]
+    loaded = load_head(save_head(head, tmp_path))
+    assert loaded.config.pooling == "mean"
+    assert torch.allclose(loaded(hidden, mask), head(hidden, mask))
+    assert HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8).pooling == "last"  # old manifests
 
 
 def test_save_and_load_head_roundtrip(tmp_path: Path) -> None:

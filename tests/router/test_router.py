@@ -12,7 +12,6 @@ from loragraph.adapters.registry import Registry
 from loragraph.errors import PipelineValidationError
 from loragraph.router.router import Router, combine_classifications, split_chars, split_text
 from loragraph.testing import publish_random_adapter
-
 from tests.router.conftest import DOC, INTENTS, TYPES, _router, _yaml
 
 

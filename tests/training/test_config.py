@@ -87,6 +87,8 @@ def test_paths_are_relative_to_the_yaml(tmp_path: Path) -> None:
         ("kind: tag\ndata: {train: t.jsonl}\n", "`adapter` is required"),
         ("adapter: a\nkind: generate\ndata: {train: t.jsonl}\nprompt: '{{ text '\n", "`prompt` is not a valid template"),
         ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\nbase: {quantization: int3}\n", "`base.quantization`"),
+        ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\npooling: mean\n", "`pooling` is only for `kind: classify`"),
+        ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\npooling: max\n", "`pooling`"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, body: str, needle: str) -> None:

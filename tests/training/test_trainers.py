@@ -285,6 +285,22 @@ def test_base_quantization_must_match(tmp_path: Path, tiny_base_path: Path) -> N
         train(cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="bf16")}), base=base)
 
 
+def test_mean_pooling_is_trained_stored_and_served(tmp_path: Path, tiny_base_path: Path) -> None:
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.host import AdapterHost
+
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1, pooling="mean")
+    registry = Registry(tmp_path / "r")
+    version = train(cfg, registry=registry)
+    assert version.manifest.head is not None and version.manifest.head.pooling == "mean"
+    assert version.manifest.hyperparameters["pooling"] == "mean"
+    host = AdapterHost(load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32")), registry)
+    text = "where is my order"
+    padded = host.classify(version, [text, text + " please, it has been two weeks and nothing came"])[0]
+    alone = host.classify(version, [text])[0]
+    assert padded.label == alone.label and abs(padded.score - alone.score) < 1e-4  # padding is not read
+
+
 def test_lora_on_the_last_layers_only(tmp_path: Path, tiny_base_path: Path) -> None:
     from safetensors.torch import load_file
 
