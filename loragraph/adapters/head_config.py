@@ -36,6 +36,13 @@ class HeadConfig(BaseModel):
         description="classify: what the `Linear` reads: the hidden state of the last real token (`last`) "
         "or the mean over the real tokens (`mean`); unused by tag heads.",
     )
+    lookahead: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="tag: also read the hidden states of the next N tokens (a causal base sees no right "
+        "context; one token of it settles where a span ends); unused by classify heads.",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -51,6 +58,8 @@ class HeadConfig(BaseModel):
 
     @model_validator(mode="after")
     def _labels_fit_kind(self) -> HeadConfig:
+        if self.kind == "classify" and self.lookahead:
+            raise ValueError("`lookahead` is only for tag heads")
         if self.kind == "classify" and len(self.labels) < 2:
             raise ValueError(f"`labels` must list at least 2 labels for a classify head, got {len(self.labels)}")
         if self.kind == "tag":

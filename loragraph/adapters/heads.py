@@ -78,18 +78,29 @@ class ClassifyHead(nn.Module):
 
 
 class TagHead(nn.Module):
-    """``Linear`` on each token's hidden state -> BIO tag logits; fp32."""
+    """``Linear`` on each token's hidden state (and the next ``lookahead`` ones) -> BIO tag logits; fp32."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         if config.kind != "tag":
             raise ConfigError(f"`head.kind` must be `tag` for a TagHead, got `{config.kind}`")
         self.config = config
-        self.linear = nn.Linear(config.hidden_size, config.num_outputs, dtype=torch.float32)
+        self.linear = nn.Linear(config.hidden_size * (1 + config.lookahead), config.num_outputs, dtype=torch.float32)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``hidden [B, T, H]`` -> logits ``[B, T, tags]`` (the mask is unused; decode skips pads)."""
-        return self.linear(hidden.to(self.linear.weight.dtype))
+        """``hidden [B, T, H]`` -> logits ``[B, T, tags]`` (decode skips pads).
+
+        With ``lookahead`` N, token t reads its own hidden state and those of tokens
+        t+1..t+N (zeros past the end and on padding)."""
+        hidden = hidden.to(self.linear.weight.dtype)
+        if self.config.lookahead:
+            if attention_mask is not None:
+                hidden = hidden * attention_mask.to(hidden.dtype).unsqueeze(-1)
+            parts = [hidden]
+            for k in range(1, self.config.lookahead + 1):
+                parts.append(torch.nn.functional.pad(hidden[:, k:], (0, 0, 0, k)))
+            hidden = torch.cat(parts, dim=-1)
+        return self.linear(hidden)
 
 
 Head = ClassifyHead | TagHead

@@ -119,6 +119,13 @@ class TrainConfig(BaseModel):
         description="classify: the head reads the last real token's hidden state (`last`) or the mean "
         "over the real tokens (`mean`)",
     )
+    lookahead: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="tag: the head also reads the next N tokens' hidden states (right context a causal "
+        "base lacks; 1 settles most span ends)",
+    )
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="fraction of the optimizer steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     batch_size: int = Field(8, ge=1, le=1024, description="examples per optimizer step")
@@ -166,6 +173,8 @@ class TrainConfig(BaseModel):
     def _kind_fields(self) -> TrainConfig:
         if self.kind != "classify" and self.pooling != "last":
             raise ValueError(f"`pooling` is only for `kind: classify`, not `kind: {self.kind}`")
+        if self.kind != "tag" and self.lookahead:
+            raise ValueError(f"`lookahead` is only for `kind: tag`, not `kind: {self.kind}`")
         if self.kind == "generate":
             if not self.prompt:
                 raise ValueError("`prompt` is required for `kind: generate` (a jinja template over the example `input`)")
@@ -203,6 +212,7 @@ class TrainConfig(BaseModel):
             "learning_rate": self.learning_rate,
             "head_learning_rate": self.effective_head_learning_rate,
             "pooling": self.pooling,
+            "lookahead": self.lookahead,
             "warmup_ratio": self.warmup_ratio,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,

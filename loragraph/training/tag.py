@@ -94,7 +94,7 @@ def train_tag(
     from loragraph.training.evaluation import score_tag
 
     seed_everything(config.seed)
-    head_config = HeadConfig(kind="tag", labels=labels, hidden_size=base.hidden_size)
+    head_config = HeadConfig(kind="tag", labels=labels, hidden_size=base.hidden_size, lookahead=config.lookahead)
     head = build_head(head_config)
     model = add_lora(base.model, config.lora, seed=config.seed)
     tokenizer = base.tokenizer

@@ -106,6 +106,31 @@ def test_mean_pooling_reads_real_tokens_only(tmp_path: Path) -> None:
     assert HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8).pooling == "last"  # old manifests
 
 
+def test_tag_lookahead_reads_the_next_tokens_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = HeadConfig(kind="tag", labels=["EMAIL"], hidden_size=8, lookahead=1)
+    head = build_head(config)
+    assert head.linear.in_features == 16
+    hidden = torch.randn(1, 4, 8)
+    mask = torch.ones(1, 4, dtype=torch.long)
+    base = head(hidden, mask)
+    # token 1 reads tokens 1 and 2; changing token 3 changes tokens 2 and 3 only
+    changed = hidden.clone()
+    changed[0, 3] += 5.0
+    out = head(changed, mask)
+    assert torch.equal(out[0, :2], base[0, :2]) and not torch.allclose(out[0, 2:], base[0, 2:])
+    # the last token reads zeros past the end; padding (left) is never read
+    w = head.linear.weight
+    assert torch.allclose(base[0, 3], hidden[0, 3] @ w[:, :8].T + head.linear.bias)
+    padded = torch.cat([torch.full((1, 2, 8), 1e3), hidden], dim=1)
+    out = head(padded, torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    assert torch.allclose(out[0, 2:], base[0], atol=1e-5)
+    loaded = load_head(save_head(head, tmp_path), config)
+    assert torch.allclose(loaded(hidden, mask), base)
+    with pytest.raises(ValidationError, match="only for tag heads"):
+        HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8, lookahead=1)
+
+
 def test_save_and_load_head_roundtrip(tmp_path: Path) -> None:
     torch.manual_seed(1)
     head = build_head(TAG)

@@ -89,6 +89,7 @@ def test_paths_are_relative_to_the_yaml(tmp_path: Path) -> None:
         ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\nbase: {quantization: int3}\n", "`base.quantization`"),
         ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\npooling: mean\n", "`pooling` is only for `kind: classify`"),
         ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\npooling: max\n", "`pooling`"),
+        ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\nlookahead: 1\n", "`lookahead` is only for `kind: tag`"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, body: str, needle: str) -> None:

@@ -301,6 +301,23 @@ def test_mean_pooling_is_trained_stored_and_served(tmp_path: Path, tiny_base_pat
     assert padded.label == alone.label and abs(padded.score - alone.score) < 1e-4  # padding is not read
 
 
+def test_tag_lookahead_is_trained_stored_and_served(tmp_path: Path, tiny_base_path: Path) -> None:
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.host import AdapterHost
+
+    cfg = make_config(tmp_path, tiny_base_path, "tag", epochs=1, lookahead=1)
+    registry = Registry(tmp_path / "r")
+    version = train(cfg, registry=registry)
+    assert version.manifest.head is not None and version.manifest.head.lookahead == 1
+    host = AdapterHost(load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32")), registry)
+    text = "mail maria@example.com about order A-48213"
+    alone = host.tag(version, [text])[0]
+    batched = host.tag(version, [text, text + " and also the second parcel from last week please"])[0]
+    assert alone == batched  # left padding is never read ahead
+    for e in alone:
+        assert text[e.start : e.end] == e.text
+
+
 def test_lora_on_the_last_layers_only(tmp_path: Path, tiny_base_path: Path) -> None:
     from safetensors.torch import load_file
 
