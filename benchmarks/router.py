@@ -1,8 +1,9 @@
 """Benchmark the router on the bundled base with the sample adapters, in one run:
 
-(a) the sample pipeline with adapter swaps vs the same calls with one adapter kept active
-    (the cost of swapping; goal <= 1.05x). Decoding is forced to the full max_new_tokens in
-    both so they do identical work;
+(a) the host calls of one sample-pipeline run (recorded from a real run), replayed with
+    their adapter swaps vs replayed with one adapter kept active (the cost of swapping;
+    goal <= 1.05x). Decoding is forced to the full max_new_tokens in both so they do
+    identical work, and the calls are the same, whatever the adapters would route;
 (b) one classify step vs one plain base forward on the same tokens (goal <= 1.2x);
 (c) peak memory: all pipeline adapters resident vs the base alone (goal <= 1.10x), and vs
     one merged model per adapter (the layout loragraph replaces). Each layout is measured in
@@ -100,17 +101,46 @@ def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any
     _fixed_length(host)
     router.run_many(docs[:1])  # warm-up (4-bit CPU repack, first mounts)
 
-    def timed() -> float:
+    # Record the host calls of one pipeline run (which adapter, which inputs), so that both
+    # arms below make exactly the same calls: a real run with its adapter swaps, and a replay
+    # with activation turned off (one adapter stays active; outputs differ, work does not,
+    # because decoding is forced to max_new_tokens).
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    originals = {name: getattr(host, name) for name in ("classify", "tag", "generate", "classify_mixed")}
+
+    def recorder(name: str) -> Any:
+        def call(*a: Any, **kw: Any) -> Any:
+            calls.append((name, a, kw))
+            return originals[name](*a, **kw)
+
+        return call
+
+    for name in originals:
+        setattr(host, name, recorder(name))
+    results = router.run_many(docs)
+    for name, fn in originals.items():
+        setattr(host, name, fn)
+    assert all(r.status != "error" for r in results), [r.error for r in results]
+    paths = sorted({" -> ".join(r.path) for r in results})
+
+    def replay() -> float:
         t = time.perf_counter()
-        results = router.run_many(docs)
-        assert all(r.status != "error" for r in results), [r.error for r in results]
+        for name, a, kw in calls:
+            originals[name](*a, **kw)
         return time.perf_counter() - t
 
-    swaps = [timed() for _ in range(repeats)]
-    # the same calls with ONE adapter kept active: activation becomes a no-op
+    swaps = [replay() for _ in range(repeats)]
     original_activate = host._activate
+    activations = [0]
+
+    def counting(mounted: Any) -> None:
+        activations[0] += 1
+        original_activate(mounted)
+
+    host._activate = counting  # type: ignore[method-assign]
+    replay()
     host._activate = lambda mounted: None  # type: ignore[method-assign]
-    single = [timed() for _ in range(repeats)]
+    single = [replay() for _ in range(repeats)]
     host._activate = original_activate  # type: ignore[method-assign]
 
     # (b) a classify step vs one plain base forward on the same tokens
@@ -132,6 +162,9 @@ def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any
         "docs": len(docs),
         "stages": len(router.spec.stages),
         "adapters": len(router.adapters()),
+        "host_calls": len(calls),
+        "activations": activations[0],
+        "paths": paths,
         "pipeline_swaps_s": statistics.median(swaps),
         "pipeline_single_adapter_s": statistics.median(single),
         "classify_ms": statistics.median(cls_t) * 1000,
@@ -216,7 +249,9 @@ def main() -> None:
     mem_ratio = memory["resident"]["peak_rss_mb"] / memory["base"]["peak_rss_mb"]
     print(f"pipeline: {args.pipeline.name}  stages: {timing['stages']}  adapters: {timing['adapters']}  "
           f"docs per run: {timing['docs']}{'  (RANDOM adapters)' if args.random_adapters else ''}")
-    print(f"(a) pipeline run with swaps      {timing['pipeline_swaps_s']:8.2f} s")
+    print(f"    paths taken: {'; '.join(timing['paths'])}")
+    print(f"(a) pipeline calls with swaps    {timing['pipeline_swaps_s']:8.2f} s   "
+          f"({timing['host_calls']} host calls, {timing['activations']} adapter activations)")
     print(f"    same calls, one adapter       {timing['pipeline_single_adapter_s']:8.2f} s   ratio {swap_ratio:.3f}x  (goal <= 1.05x)")
     print(f"(b) classify step                 {timing['classify_ms']:8.1f} ms")
     print(f"    plain base forward            {timing['base_forward_ms']:8.1f} ms   ratio {cls_ratio:.3f}x  (goal <= 1.2x; {timing['tokens']} tokens)")
