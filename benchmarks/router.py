@@ -129,7 +129,6 @@ def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any
             originals[name](*a, **kw)
         return time.perf_counter() - t
 
-    swaps = [replay() for _ in range(repeats)]
     original_activate = host._activate
     activations = [0]
 
@@ -138,7 +137,7 @@ def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any
         original_activate(mounted)
 
     host._activate = counting  # type: ignore[method-assign]
-    replay()
+    swaps = [replay() for _ in range(repeats)]
     host._activate = lambda mounted: None  # type: ignore[method-assign]
     single = [replay() for _ in range(repeats)]
     host._activate = original_activate  # type: ignore[method-assign]
@@ -163,7 +162,7 @@ def child_timing(pipeline: Path, docs: list[str], repeats: int) -> dict[str, Any
         "stages": len(router.spec.stages),
         "adapters": len(router.adapters()),
         "host_calls": len(calls),
-        "activations": activations[0],
+        "activations": activations[0] // repeats,  # per replay
         "paths": paths,
         "pipeline_swaps_s": statistics.median(swaps),
         "pipeline_single_adapter_s": statistics.median(single),

@@ -67,6 +67,14 @@ def _add_base(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 # --------------------------------------------------------------------------- align
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads for this process (None: torch's choice)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def cmd_align(args: argparse.Namespace) -> int:
     from loragraph.adapters.registry import Registry
     from loragraph.training.dpo import AlignConfig, align, load_align_config
@@ -82,10 +90,7 @@ def cmd_align(args: argparse.Namespace) -> int:
             config = AlignConfig.model_validate({**config.model_dump(), **overrides})
         except ValidationError as exc:
             raise config_error(exc, where="command line") from exc
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     registry = Registry()
     version = align(
         args.adapter,
@@ -192,10 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from loragraph.training.train import find_config, train
 
     config = load_train_config(find_config(args.config))
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     version = train(config, resume=not args.no_resume)
     if args.json:
         _print_json({"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics})

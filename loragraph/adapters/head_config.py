@@ -4,14 +4,20 @@ pipelines room; ``loragraph.adapters.heads`` builds the modules from it."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["HEAD_FILE", "HeadConfig"]
+__all__ = ["HEAD_FILE", "HeadConfig", "Lookahead", "Pooling"]
 
 HEAD_FILE = "head.safetensors"
 """File name of a head inside an adapter folder."""
+
+Pooling = Literal["last", "mean"]
+"""What a classify head reads: the last real token's hidden state, or the mean over the real tokens."""
+
+Lookahead = Annotated[int, Field(ge=0, le=4)]
+"""How many following tokens' hidden states a tag head reads beside each token's own."""
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 
@@ -31,15 +37,13 @@ class HeadConfig(BaseModel):
     dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="dropout before the classify `Linear` (training only; unused by tag heads)."
     )
-    pooling: Literal["last", "mean"] = Field(
+    pooling: Pooling = Field(
         "last",
         description="classify: what the `Linear` reads: the hidden state of the last real token (`last`) "
         "or the mean over the real tokens (`mean`); unused by tag heads.",
     )
-    lookahead: int = Field(
+    lookahead: Lookahead = Field(
         0,
-        ge=0,
-        le=4,
         description="tag: also read the hidden states of the next N tokens (a causal base sees no right "
         "context; one token of it settles where a span ends); unused by classify heads.",
     )

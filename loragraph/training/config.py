@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loragraph.adapters.base import BaseSpec, loragraph_home
+from loragraph.adapters.head_config import Lookahead, Pooling
 from loragraph.errors import ConfigError
 
 __all__ = [
@@ -114,15 +115,13 @@ class TrainConfig(BaseModel):
     head_learning_rate: float | None = Field(
         None, gt=0.0, le=1.0, description="classify/tag: learning rate of the new head (default: 5x `learning_rate`)"
     )
-    pooling: Literal["last", "mean"] = Field(
+    pooling: Pooling = Field(
         "last",
         description="classify: the head reads the last real token's hidden state (`last`) or the mean "
         "over the real tokens (`mean`)",
     )
-    lookahead: int = Field(
+    lookahead: Lookahead = Field(
         0,
-        ge=0,
-        le=4,
         description="tag: the head also reads the next N tokens' hidden states (right context a causal "
         "base lacks; 1 settles most span ends)",
     )
