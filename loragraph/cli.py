@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loragraph.errors import LoragraphError, NotFoundError, UserError
+from loragraph.errors import InputError, LoragraphError, NotFoundError, UserError
 
 __all__ = ["build_parser", "main"]
 
@@ -221,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
     else:
-        print(format_report(report))
+        print(format_report(report, errors=args.errors))
     return 0
 
 
@@ -247,6 +247,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generate: tokens per answer (default: as trained)")
     p.add_argument("--no-base", action="store_true", help="generate: skip the base-alone comparison")
+    p.add_argument("--errors", type=int, default=0, metavar="N", help="classify/tag: print the first N wrong examples with file:line (all are in --json)")
     p.set_defaults(handler=cmd_eval)
 
 
@@ -549,11 +550,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not Path(args.input).is_file():
         raise NotFoundError("no such input file", where=args.input)
-    router = Router.from_yaml(args.pipeline)
-    counts = run_file(router, args.input, args.output, batch_size=args.batch_size)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no documents"
-    print(f"{args.output}: {summary}")
-    return 0 if counts.get("error", 0) == 0 else 3
+    router = Router.from_yaml(args.pipeline, adapters=_stage_adapters(args.adapter))
+    summary = run_file(router, args.input, args.output, batch_size=args.batch_size)
+    first, *rest = summary.lines()
+    print(f"{args.output}: {first}")
+    for line in rest:
+        print(f"  {line}")
+    return 0 if summary.statuses.get("error", 0) == 0 else 3
+
+
+def _stage_adapters(pairs: list[str] | None) -> dict[str, str]:
+    """`--adapter STAGE=REF` options -> {stage: adapter reference}."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        stage, sep, ref = pair.partition("=")
+        if not sep or not stage.strip() or not ref.strip():
+            raise InputError(f"`--adapter` takes STAGE=ADAPTER (e.g. reply=reply@v2), got {pair!r}")
+        out[stage.strip()] = ref.strip()
+    return out
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -562,6 +576,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--input", "-i", required=True, help='JSONL, one {"id", "text"} per line')
     p.add_argument("--output", "-o", required=True, help="JSONL of run results (stage outputs + trace)")
     p.add_argument("--batch-size", type=int, default=8, help="documents walked through the graph together (default 8)")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        metavar="STAGE=ADAPTER",
+        help="use this adapter (`reply@v2`, `reply`) for a stage instead of the file's, for this run only; "
+        "repeatable. Compare two versions by running twice: the summary counts each guardrail's failures",
+    )
     p.set_defaults(handler=cmd_run)
 
 

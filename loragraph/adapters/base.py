@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,6 +40,7 @@ __all__ = [
     "LoadedBase",
     "Quantization",
     "base_info",
+    "keep_cpu_packed_4bit",
     "load_base",
     "loragraph_home",
     "make_trainable",
@@ -242,29 +244,84 @@ def _quantization_config(quantization: str) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _linear4bit_type() -> type | None:
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return None
+    return bnb.nn.Linear4bit  # type: ignore[no-any-return]
+
+
+def _is_cpu_packed(module: torch.nn.Module) -> bool:
+    state = getattr(getattr(module, "weight", None), "quant_state", None)
+    return state is not None and bool(getattr(state, "packing_format_for_cpu", False))
+
+
+def unpack_cpu_4bit(module: torch.nn.Module) -> None:
+    """Undo bitsandbytes' AVX512-BF16 inference repack of one ``Linear4bit``, exactly enough to train.
+
+    bitsandbytes' own inverse (``_convert_weight_packed_for_cpu_inverse``) restores the weight
+    bytes but leaves a non-nested ``absmax`` in the packed layout (transposed, bf16), so the
+    layer computes garbage afterwards; this finishes the job (the scales keep bf16 precision).
+    """
+    from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+    weight = module.weight
+    state = weight.quant_state
+    nested = bool(getattr(state, "original_nested", False))
+    weight.data, state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+    if not nested:
+        state.absmax = state.absmax.T.contiguous().reshape(-1).float()
+    weight.quant_state = state
+
+
+@contextlib.contextmanager
+def keep_cpu_packed_4bit(model: torch.nn.Module) -> Iterator[None]:
+    """Keep repacked 4-bit weights exactly as they are through code that calls ``state_dict()``.
+
+    On AVX512-BF16 CPUs inference repacks ``Linear4bit`` weights; bitsandbytes'
+    ``_save_to_state_dict`` then converts them back in place with a lossy, broken inverse
+    (see ``unpack_cpu_4bit``), so anything that merely lists the model's state (peft's
+    ``load_adapter`` does, to map keys) would leave the base computing garbage. The packed
+    bytes and quantization state of every such layer are put back afterwards.
+    """
+    linear4bit = _linear4bit_type()
+    saved = []
+    if linear4bit is not None:
+        for module in model.modules():
+            if isinstance(module, linear4bit) and _is_cpu_packed(module):
+                state = module.weight.quant_state
+                saved.append((module, module.weight.data, state, dict(vars(state)), getattr(module, "quant_state", None)))
+    try:
+        yield
+    finally:
+        for module, data, state, fields, module_state in saved:
+            vars(state).clear()
+            vars(state).update(fields)
+            module.weight.data = data
+            module.weight.quant_state = state
+            if module_state is not None:
+                module.quant_state = module_state
+
+
 def make_trainable(model: torch.nn.Module) -> int:
     """Make a bitsandbytes 4-bit model safe to train; return how many layers changed.
 
     On AVX512-BF16 CPUs the first no-grad forward of a ``Linear4bit`` repacks its weights
     for a faster inference kernel, and LoRA gradients through repacked weights are wrong
     (silently: the loss still falls). This turns the repack off for every 4-bit layer and
-    unpacks layers that were already repacked. Inference-only processes skip this and keep
-    the fast path.
+    unpacks layers that were already repacked (``unpack_cpu_4bit``). Inference-only
+    processes skip this and keep the fast path.
     """
-    try:
-        import bitsandbytes as bnb
-        from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
-    except ImportError:
+    linear4bit = _linear4bit_type()
+    if linear4bit is None:
         return 0
     changed = 0
     for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
+        if isinstance(module, linear4bit):
             module.support_avx512bf16_for_cpu = False
-            state = getattr(module.weight, "quant_state", None)
-            if state is not None and getattr(state, "packing_format_for_cpu", False):
-                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                    module.weight.data, state
-                )
+            if _is_cpu_packed(module):
+                unpack_cpu_4bit(module)
             changed += 1
     return changed
 

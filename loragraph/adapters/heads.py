@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -327,23 +328,97 @@ def _iter_spans(pairs: list[tuple[int, int]], tags: list[str], ids: list[int]) -
         yield current
 
 
+_SENTENCE_PUNCT = ",;:!?"
+_CLOSERS = {")": "(", "]": "[", '"': '"', "'": "'"}
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|Ave|Blvd|Apt)\.$")
+
+
+def _opened(span: str, closer: str) -> bool:
+    """Whether ``span`` left a bracket or quote open that ``closer`` closes."""
+    opener = _CLOSERS[closer]
+    if opener == closer:
+        return span.count(closer) % 2 == 1
+    return span.count(opener) > span.count(closer)
+
+
+def _trim_end(text: str, start: int, end: int) -> int:
+    """End of a decoded span without what a token glued to it from the sentence around it.
+
+    A byte-level BPE token can cover an entity's last characters and the punctuation after
+    it (``com.``, ``0134,``, ``thermostat).``); its tag then stretches the span. Trailing
+    whitespace, sentence punctuation, a closing bracket or quote that the span did not open,
+    and a full stop are cut, except the stop of an abbreviation (``Baker St.``, ``Jr.``).
+    """
+    while end > start and _glued(text[start:end]):
+        end -= 1
+    return end
+
+
+def _glued(span: str) -> bool:
+    """Whether the last character of ``span`` is punctuation from the sentence, not the entity."""
+    ch = span[-1]
+    if ch.isspace() or ch in _SENTENCE_PUNCT:
+        return True
+    if ch in _CLOSERS:
+        return not _opened(span[:-1], ch)
+    return ch == "." and not _ABBREVIATION.search(span)
+
+
+def _snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span that starts or ends inside a word (a run of letters and digits) to the
+    whole word: an entity never begins or ends mid-word, but a tagger that missed one
+    sub-word token (`m|ichael.wolf@...`, `5|46 William Forges`) would cut it there."""
+    while 0 < start < len(text) and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while 0 < end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+        end += 1
+    return start, end
+
+
+def _merge_adjacent(spans: list[tuple[str, int, int]], text: str) -> list[tuple[str, int, int]]:
+    """Join spans of one type that touch, overlap or are apart by spaces only (`(` + `646) 555`,
+    `Georgia` + `Simmons`: the tagger began the entity twice); of overlapping spans of
+    different types the longer one stays."""
+    out: list[tuple[str, int, int]] = []
+    for etype, start, end in sorted(spans, key=lambda sp: (sp[1], sp[2])):
+        if out:
+            ptype, pstart, pend = out[-1]
+            gap = text[pend:start] if start > pend else ""
+            if ptype == etype and (start <= pend or gap.strip(" ") == ""):
+                out[-1] = (etype, pstart, max(pend, end))
+                continue
+            if start < pend:  # different types overlap
+                if end - start > pend - pstart:
+                    out[-1] = (etype, start, end)
+                continue
+        out.append((etype, start, end))
+    return out
+
+
 def tag_ids_to_spans(text: str, offsets: Any, tag_ids: Any, config: HeadConfig) -> list[dict[str, Any]]:
     """BIO tag ids per token of ONE text -> ``[{"type", "text", "start", "end"}]``.
 
     Offsets are exact char offsets into ``text`` (end exclusive) and
-    ``text[start:end] == entity["text"]``. The leading space a byte-level BPE token
-    carries (``"Ġmaria"``) and any surrounding whitespace are stripped from each span.
+    ``text[start:end] == entity["text"]``. Spans are cleaned the way entities are written:
+    the leading space a byte-level BPE token carries (``"Ġmaria"``) and surrounding
+    whitespace are stripped, punctuation a token glued to the end is cut (``_trim_end``),
+    a span cut inside a word is widened to the word (``_snap_to_words``), and pieces of
+    one entity that the tagger began twice are joined (``_merge_adjacent``). Spans never
+    overlap.
     """
     if config.kind != "tag":
         raise ConfigError(f"`head.kind` must be `tag` to decode tag ids, got `{config.kind}`")
     ids = tag_ids.tolist() if isinstance(tag_ids, torch.Tensor) else [int(t) for t in tag_ids]
-    out: list[dict[str, Any]] = []
+    spans: list[tuple[str, int, int]] = []
     for etype, start, end in _iter_spans(_pairs(offsets), config.tags, ids):
         end = min(end, len(text))
         while start < end and text[start].isspace():
             start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
+        end = _trim_end(text, start, end)
         if end > start:
-            out.append({"type": etype, "text": text[start:end], "start": start, "end": end})
+            spans.append((etype, *_snap_to_words(text, start, end)))
+    out: list[dict[str, Any]] = []
+    for etype, start, end in _merge_adjacent(spans, text):
+        end = _trim_end(text, start, end)
+        out.append({"type": etype, "text": text[start:end], "start": start, "end": end})
     return out

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from loragraph.adapters.base import LoadedBase
+from loragraph.adapters.base import LoadedBase, keep_cpu_packed_4bit
 from loragraph.adapters.heads import (
     HEAD_FILE,
     Head,
@@ -207,15 +207,18 @@ class AdapterHost:
         return loaded
 
     def _load_lora(self, version: AdapterVersion, name: str) -> None:
+        # peft lists the model's state to map keys, which would unpack (and break) 4-bit
+        # weights that CPU inference has repacked: `keep_cpu_packed_4bit` keeps them as they are
         try:
-            if self._peft is None:
-                from peft import PeftModel
+            with keep_cpu_packed_4bit(self.base.model):
+                if self._peft is None:
+                    from peft import PeftModel
 
-                self.base.extra[_PEFT_KEY] = PeftModel.from_pretrained(
-                    self.base.model, str(version.path), adapter_name=name, is_trainable=False
-                )
-            else:
-                self._peft.load_adapter(str(version.path), adapter_name=name, is_trainable=False)
+                    self.base.extra[_PEFT_KEY] = PeftModel.from_pretrained(
+                        self.base.model, str(version.path), adapter_name=name, is_trainable=False
+                    )
+                else:
+                    self._peft.load_adapter(str(version.path), adapter_name=name, is_trainable=False)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"peft could not load the adapter: {exc}", where=f"`{version.ref}`") from exc
         self._peft.eval()

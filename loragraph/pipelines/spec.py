@@ -572,6 +572,28 @@ class PipelineSpec(BaseModel):
             return self._source.where(loc)
         return f"pipeline `{self.name}`"
 
+    def with_adapters(self, adapters: Mapping[str, str]) -> PipelineSpec:
+        """A copy whose stages in ``adapters`` use another adapter reference (``{"reply": "reply@v2"}``).
+
+        For trying a version without editing the file (``loragraph run --adapter``); the copy keeps
+        the source map, so problems still point at the file. Unknown stages raise ``ConfigError``.
+        """
+        stages = dict(self.stages)
+        for stage, ref in adapters.items():
+            if stage not in stages:
+                close = difflib.get_close_matches(stage, list(stages), n=1)
+                hint = f"; did you mean `{close[0]}`?" if close else f"; stages: {', '.join(stages)}"
+                raise ConfigError(f"adapter override for unknown stage `{stage}`{hint}", where=self.where())
+            try:
+                stages[stage] = StageSpec.model_validate({**stages[stage].model_dump(exclude_unset=True), "adapter": ref})
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"adapter override `{stage}={ref}`: {exc.errors()[0]['msg']}", where=self.where()
+                ) from exc
+        copy = self.model_copy(update={"stages": stages})
+        copy._source = self._source
+        return copy
+
     def edges_from(self, stage: str) -> list[EdgeSpec]:
         """The edges leaving ``stage``, in file order."""
         return [e for e in self.edges if e.from_ == stage]

@@ -3,19 +3,21 @@
 Input lines are ``{"id": str, "text": str}``. A bad line (unparsable, missing ``text``)
 gets an error result naming ``file:LINE`` and the other lines still run. Output lines are
 ``RunResult`` JSON: stage outputs keyed by stage name, the path taken, and the trace.
+``run_file`` also tallies statuses and, per guardrail stage, how often it ran and failed.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loragraph.errors import InputError, NotFoundError
 from loragraph.router.result import RunResult
 
-__all__ = ["read_documents", "run_file"]
+__all__ = ["BatchSummary", "read_documents", "run_file"]
 
 
 def read_documents(path: str | Path) -> Iterator[tuple[int, str | None, str | None, str | None]]:
@@ -45,14 +47,36 @@ def read_documents(path: str | Path) -> Iterator[tuple[int, str | None, str | No
             yield number, doc_id, text, None
 
 
-def run_file(router: Any, input_path: str | Path, output_path: str | Path, *, batch_size: int = 8) -> dict[str, int]:
+@dataclass
+class BatchSummary:
+    """What a batch run did: runs per status, and per guardrail stage `[failed, ran]`."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    guardrails: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, result: RunResult) -> None:
+        self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
+        for verdict in result.verdicts:
+            tally = self.guardrails.setdefault(verdict.guardrail, [0, 0])
+            tally[0] += not verdict.passed
+            tally[1] += 1
+
+    def lines(self) -> list[str]:
+        """``3 ok, 1 blocked`` and one ``guardrail STAGE: failed F of N (rate)`` line per guardrail."""
+        out = [", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items())) or "no documents"]
+        for stage, (failed, ran) in sorted(self.guardrails.items()):
+            out.append(f"guardrail {stage}: failed {failed} of {ran} ({failed / ran:.1%})")
+        return out
+
+
+def run_file(router: Any, input_path: str | Path, output_path: str | Path, *, batch_size: int = 8) -> BatchSummary:
     """Run ``router`` over every line of ``input_path``; write results to ``output_path``.
 
-    Returns counts by status. Results keep the input order."""
+    Returns what ran (``BatchSummary``). Results keep the input order."""
     if batch_size < 1:
         raise InputError("`--batch-size` must be at least 1")
     rows = list(read_documents(input_path))
-    counts: dict[str, int] = {}
+    summary = BatchSummary()
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
@@ -66,7 +90,7 @@ def run_file(router: Any, input_path: str | Path, output_path: str | Path, *, ba
                     result = next(results)
                 else:
                     result = RunResult(id=doc_id or "", pipeline=router.name, status="error", error=problem)
-                counts[result.status] = counts.get(result.status, 0) + 1
+                summary.add(result)
                 handle.write(result.model_dump_json() + "\n")
     tmp.replace(out)
-    return counts
+    return summary

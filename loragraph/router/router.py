@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,15 +76,24 @@ class Router:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, registry: Any = None, base: Any = None) -> Router:
-        """Load, statically validate, load the base (once) and mount every adapter."""
+    def from_yaml(
+        cls, path: str | Path, *, registry: Any = None, base: Any = None, adapters: Mapping[str, str] | None = None
+    ) -> Router:
+        """Load, statically validate, load the base (once) and mount every adapter.
+
+        ``adapters`` overrides stages' adapter references for this router only
+        (``{"reply": "reply@v2"}``); the overridden pipeline is validated like the file."""
         from loragraph.adapters.base import load_base
         from loragraph.adapters.host import AdapterHost
         from loragraph.adapters.registry import Registry
+        from loragraph.pipelines.spec import load_pipeline
         from loragraph.pipelines.validate import check_pipeline
 
         registry = registry or Registry()
-        spec = check_pipeline(path, registry=registry)  # everything that needs no weights
+        loaded = load_pipeline(path)
+        if adapters:
+            loaded = loaded.with_adapters(adapters)
+        spec = check_pipeline(loaded, registry=registry)  # everything that needs no weights
         base = base or load_base(spec.base)
         check_pipeline(spec, registry=registry, base_fingerprint=base.fingerprint)
         # one host per base: pipelines sharing a base share its resident adapters

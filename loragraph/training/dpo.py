@@ -29,7 +29,8 @@ same quantization, and publishes the result as the next version of the same adap
 Metrics in the manifest (see ``loragraph.training.preference`` for the exact definition):
 ``preference_accuracy_before`` (parent vs base), ``preference_accuracy_after`` (new vs
 base, the same reference, so comparable), ``preference_accuracy_vs_parent`` (new vs the
-parent, the DPO objective's own view) and the matching ``*_margin``; ``rougeL_before`` /
+parent: the implicit reward of DPO proper, against the reference it was trained with, which
+TRL reports as reward accuracy) and the matching ``*_margin``; ``rougeL_before`` /
 ``rougeL_after`` (and ``rouge1``) on the test split; ``eval_pairs``, ``train_pairs``,
 ``train_loss``, ``train_seconds``, ``promotion_gate_passed`` (1.0 / 0.0).
 """
@@ -52,7 +53,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from loragraph.adapters.base import BaseSpec, load_base, loragraph_home
+from loragraph.adapters.base import BaseSpec, keep_cpu_packed_4bit, load_base, loragraph_home
 from loragraph.adapters.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterVersion, Registry
 from loragraph.errors import ConfigError, DataError, IntegrityError, ModelLoadError
 from loragraph.training.config import config_error
@@ -96,6 +97,13 @@ class AlignConfig(BaseModel):
         le=1.0,
         description="peak AdamW learning rate of the LoRA weights (TRL's 1e-6 default is for full fine-tuning; "
         "LoRA needs more)",
+    )
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of an SFT loss on the chosen reply added to the DPO loss (RPO; TRL `loss_type` "
+        "[sigmoid, sft]): keeps the adapter's own replies fluent while it learns the preference; 0: plain DPO",
     )
     epochs: int = Field(1, ge=1, le=100, description="passes over the training pairs")
     max_steps: int | None = Field(
@@ -157,7 +165,16 @@ class AlignConfig(BaseModel):
         description="`never`: publish without promoting; `if_better`: promote when the promotion gate passes",
     )
     min_preference_accuracy: float = Field(
-        0.9, ge=0.0, le=1.0, description="gate: `preference_accuracy_after` must reach this"
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="gate: the new version's preference accuracy (against `gate_reference`) must reach this",
+    )
+    gate_reference: Literal["parent", "base"] = Field(
+        "parent",
+        description="the reference of the implicit reward that `min_preference_accuracy` reads: `parent` "
+        "(the DPO reference the version was trained against: `preference_accuracy_vs_parent`, TRL's reward "
+        "accuracy) or `base` (the base alone, stricter: `preference_accuracy_after`)",
     )
     max_rouge_l_drop: float = Field(
         0.02,
@@ -169,6 +186,10 @@ class AlignConfig(BaseModel):
         None,
         description="where the trainer's scratch files go; default `$LORAGRAPH_HOME/runs/<adapter>-dpo`",
     )
+
+    def loss_types(self) -> list[str]:
+        """TRL's `loss_type`: DPO's sigmoid loss, plus the SFT term when `sft_weight` > 0."""
+        return ["sigmoid", "sft"] if self.sft_weight > 0 else ["sigmoid"]
 
     def hyperparameters(self) -> dict[str, Any]:
         """What shapes the weights, for the manifest."""
@@ -183,7 +204,8 @@ class AlignConfig(BaseModel):
             "max_length": self.max_length,
             "seed": self.seed,
             "max_pairs": self.max_pairs,
-            "loss_type": "sigmoid",
+            "loss_type": self.loss_types(),
+            "sft_weight": self.sft_weight,
             "reference": "parent",
         }
 
@@ -227,17 +249,19 @@ def load_align_config(path: str | Path) -> AlignConfig:
 def promotion_gate(metrics: dict[str, float], config: AlignConfig) -> list[str]:
     """Why the new version must not be promoted; empty when it may be.
 
-    It may when ``preference_accuracy_after`` >= ``min_preference_accuracy``, is higher than
-    ``preference_accuracy_before``, and (when ROUGE-L was measured) ``rougeL_after`` is at
-    most ``max_rouge_l_drop`` below ``rougeL_before``.
+    It may when its preference accuracy against ``gate_reference`` (``preference_accuracy_vs_parent``
+    or ``preference_accuracy_after``) reaches ``min_preference_accuracy``, when it prefers the chosen
+    replies more often than its parent did, both against the base alone (``preference_accuracy_after``
+    > ``preference_accuracy_before``, the one comparison with a common reference), and (when ROUGE-L
+    was measured) ``rougeL_after`` is at most ``max_rouge_l_drop`` below ``rougeL_before``.
     """
     reasons = []
     before = metrics.get("preference_accuracy_before", math.nan)
     after = metrics.get("preference_accuracy_after", math.nan)
-    if not after >= config.min_preference_accuracy:
-        reasons.append(
-            f"`preference_accuracy_after` {after:.3f} < `min_preference_accuracy` {config.min_preference_accuracy}"
-        )
+    key = "preference_accuracy_vs_parent" if config.gate_reference == "parent" else "preference_accuracy_after"
+    reached = metrics.get(key, math.nan)
+    if not reached >= config.min_preference_accuracy:
+        reasons.append(f"`{key}` {reached:.3f} < `min_preference_accuracy` {config.min_preference_accuracy}")
     if not after > before:
         reasons.append(
             f"`preference_accuracy_after` {after:.3f} is not above `preference_accuracy_before` {before:.3f}"
@@ -472,6 +496,8 @@ def align(
             warmup_steps=config.warmup_ratio,
             lr_scheduler_type="linear",
             beta=config.beta,
+            loss_type=config.loss_types(),
+            loss_weights=[1.0, config.sft_weight] if config.sft_weight > 0 else None,
             max_length=config.max_length,
             seed=config.seed,
             data_seed=config.seed,
@@ -631,9 +657,10 @@ def align(
 
         # -------------------------------------------------------- publish
         staged = scratch / "staged"
-        model.save_pretrained(
-            str(staged), selected_adapters=[_POLICY_ADAPTER], safe_serialization=True
-        )
+        with keep_cpu_packed_4bit(model):  # saving lists the state: keep repacked 4-bit weights intact
+            model.save_pretrained(
+                str(staged), selected_adapters=[_POLICY_ADAPTER], safe_serialization=True
+            )
         for extra in staged.iterdir():
             if extra.name not in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
                 extra.unlink()

@@ -16,6 +16,7 @@ same prompts, so the gain of the adapter is visible (``report["base"]``, ``repor
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -96,6 +97,15 @@ def score_generate(predictions: Sequence[str], references: Sequence[str]) -> dic
     return {k: float(v) for k, v in result.items()}
 
 
+def _span_difference(text: str, spans: Sequence[Mapping[str, Any]], minus: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The spans of ``spans`` that ``minus`` lacks (same type and both offsets), with their text."""
+    def key(x: Mapping[str, Any]) -> tuple[str, int, int]:
+        return str(x["type"]), int(x["start"]), int(x["end"])
+
+    left = {key(x) for x in spans} - {key(x) for x in minus}
+    return [{"type": t, "text": text[a:b], "start": a, "end": b} for t, a, b in sorted(left, key=lambda k: k[1])]
+
+
 def evaluate_adapter(
     ref: str,
     data: str | Path,
@@ -108,8 +118,10 @@ def evaluate_adapter(
 ) -> dict[str, Any]:
     """Mount ``ref`` (``intent`` or ``intent@v3``) on its base and score it on the JSONL ``data``.
 
-    Returns ``{"adapter", "kind", "data", "examples", "metrics", "seconds"}`` and, for a
-    generate adapter with ``compare_base``, ``"base"`` (the base alone on the same prompts)
+    Returns ``{"adapter", "kind", "data", "examples", "metrics", "seconds"}``; classify and tag
+    add ``"errors"`` (every wrong example with its ``file:line``: gold and predicted label, or the
+    missed and spurious spans), classify also ``"confusions"`` (label -> predicted, most common
+    first); for a generate adapter with ``compare_base``, ``"base"`` (the base alone on the same prompts)
     and ``"gain"`` (adapter minus base, per metric). ``host`` reuses a loaded ``AdapterHost``.
     """
     from loragraph.adapters.registry import Registry
@@ -137,11 +149,23 @@ def evaluate_adapter(
     if manifest.kind == "classify":
         results = host.classify(name, [e.text for e in examples])
         report["metrics"] = score_classify([r.label for r in results], [e.label for e in examples], manifest.labels)
+        report["errors"] = [
+            {"where": loaded.where(i), "label": e.label, "predicted": r.label, "score": round(r.score, 4), "text": e.text}
+            for i, (e, r) in enumerate(zip(examples, results, strict=True))
+            if r.label != e.label
+        ]
+        pairs = Counter((err["label"], err["predicted"]) for err in report["errors"])
+        report["confusions"] = [{"label": g, "predicted": p, "count": n} for (g, p), n in pairs.most_common()]
     elif manifest.kind == "tag":
         results = host.tag(name, [e.text for e in examples])
         predicted = [[{"type": x.type, "start": x.start, "end": x.end} for x in ents] for ents in results]
         gold = [[{"type": x.type, "start": x.start, "end": x.end} for x in e.entities] for e in examples]
         report["metrics"] = score_tag([e.text for e in examples], predicted, gold)
+        report["errors"] = []
+        for i, (e, want, got) in enumerate(zip(examples, gold, predicted, strict=True)):
+            missed, spurious = _span_difference(e.text, want, got), _span_difference(e.text, got, want)
+            if missed or spurious:
+                report["errors"].append({"where": loaded.where(i), "missed": missed, "spurious": spurious, "text": e.text})
     else:
         from loragraph.pipelines.templates import render_prompt
 
@@ -163,8 +187,8 @@ def evaluate_adapter(
     return report
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """Human-readable lines of an ``evaluate_adapter`` report."""
+def format_report(report: Mapping[str, Any], *, errors: int = 0) -> str:
+    """Human-readable lines of an ``evaluate_adapter`` report; ``errors``: show that many mistakes."""
     lines = [f"{report['adapter']} ({report['kind']}) on {report['data']}: {report['examples']} examples, {report['seconds']}s"]
     has_base = "base" in report
     header = f"  {'metric':<28}{'adapter':>10}" + (f"{'base':>10}{'gain':>10}" if has_base else "")
@@ -174,4 +198,18 @@ def format_report(report: Mapping[str, Any]) -> str:
         if has_base:
             row += f"{report['base'][key]:>10.4f}{report['gain'][key]:>+10.4f}"
         lines.append(row)
+    if "errors" in report:
+        lines.append(f"  {len(report['errors'])} of {report['examples']} examples wrong")
+    if report.get("confusions"):
+        top = ", ".join(f"{c['label']} -> {c['predicted']} {c['count']}" for c in report["confusions"][:8])
+        lines.append(f"  most confused (label -> predicted): {top}")
+    for err in report.get("errors", [])[:errors]:
+        text = " ".join(str(err["text"]).split())
+        text = text if len(text) <= 160 else text[:157] + "..."
+        if "label" in err:
+            lines.append(f"  {err['where']}: {err['label']} -> {err['predicted']} ({err['score']:.2f}): {text}")
+        else:
+            missed = "; ".join(f"{x['type']} {x['text']!r}" for x in err["missed"]) or "-"
+            spurious = "; ".join(f"{x['type']} {x['text']!r}" for x in err["spurious"]) or "-"
+            lines.append(f"  {err['where']}: missed {missed} | spurious {spurious}")
     return "\n".join(lines)

@@ -181,6 +181,38 @@ def test_without_make_trainable_the_repack_trap_corrupts_gradients(tmp_path: Pat
     assert max(errors) > 0.2, errors
 
 
+def _packed_layers(model: torch.nn.Module) -> int:
+    return sum(bool(getattr(getattr(m.weight, "quant_state", None), "packing_format_for_cpu", False))
+               for m in model.modules() if type(m).__name__ == "Linear4bit")
+
+
+@pytest.mark.skipif(not _has_avx512bf16(), reason="the CPU repack exists only on AVX512-BF16 CPUs")
+def test_repacked_4bit_weights_survive_state_dict_and_unpack_exactly(tmp_path: Path) -> None:
+    """bitsandbytes' own inverse of the CPU repack (run by `state_dict()`) breaks the layer;
+    `keep_cpu_packed_4bit` keeps the packed weights through it, `unpack_cpu_4bit` unpacks right."""
+    from loragraph.adapters.base import keep_cpu_packed_4bit
+
+    path = tiny_base_dir(tmp_path / "b", hidden_size=128)
+    base = load_base(BaseSpec(name=str(path), quantization="nf4"))
+    ids = torch.randint(5, 500, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        packed = base.model(input_ids=ids).logits
+        assert _packed_layers(base.model) > 0, "the inference forward repacks"
+        with keep_cpu_packed_4bit(base.model):
+            base.model.state_dict()  # what peft's load_adapter does to map keys
+        assert torch.equal(base.model(input_ids=ids).logits, packed)
+        base.model.state_dict()  # unguarded: bitsandbytes' inverse leaves the layers broken
+        broken = (base.model(input_ids=ids).logits - packed).abs().max().item()
+    fresh = load_base(BaseSpec(name=str(path), quantization="nf4"))
+    with torch.no_grad():
+        fresh.model(input_ids=ids)
+        make_trainable(fresh.model)  # unpacks the repacked layers
+        assert _packed_layers(fresh.model) == 0
+        unpacked = fresh.model(input_ids=ids).logits
+    exact = (unpacked - packed).abs().max().item()
+    assert exact < 0.05 and broken > 10 * exact, (exact, broken)
+
+
 @pytest.mark.slow
 def test_bundled_base_prepares_once_and_generates_in_every_quantization() -> None:
     first = prepare_base()

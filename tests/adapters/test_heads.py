@@ -214,6 +214,72 @@ def test_spans_roundtrip_exact_offsets(tiny_base: Any, text: str, pairs: list[tu
     assert pad_ids[0] == IGNORE_INDEX and set(pad_ids) <= {IGNORE_INDEX, 0}
 
 
+@pytest.mark.parametrize(
+    ("text", "entity", "expected"),
+    [
+        ("Mail maria@example.com.", "maria@example.com.", "maria@example.com"),  # `com.` is one token
+        ("Call +1 415 555 0134, thanks", "+1 415 555 0134,", "+1 415 555 0134"),
+        ("It works with the (smart thermostat).", "smart thermostat).", "smart thermostat"),
+        ("Refund #A-48213?!", "#A-48213?!", "#A-48213"),
+        ("Ship to 221B Baker St. please", "221B Baker St.", "221B Baker St."),  # an abbreviation keeps its stop
+        ("Ask Tom Smith Jr.", "Tom Smith Jr.", "Tom Smith Jr."),
+        ("Is the Model (X200) in stock", "Model (X200)", "Model (X200)"),  # a bracket the span opened stays
+        ("Send it to London NW1 6XE.\n", "London NW1 6XE.\n", "London NW1 6XE"),
+    ],
+)
+def test_decoded_spans_drop_punctuation_a_token_glued_to_them(tiny_base: Any, text: str, entity: str, expected: str) -> None:
+    """A token that covers an entity's end and the punctuation after it must not stretch the span."""
+    start = text.index(entity)
+    enc = encode(tiny_base.tokenizer, [text], 64)
+    offsets = enc["offset_mapping"][0]
+    # tag every token overlapping the over-long span, as a model that learnt the gold spans would
+    ids = spans_to_tag_ids(offsets, [{"type": "ADDRESS", "start": start, "end": start + len(entity)}], TAG)
+    [span] = tag_ids_to_spans(text, offsets, ids, TAG)
+    assert span["text"] == expected == text[span["start"] : span["end"]]
+    assert span["start"] == start
+
+
+def _email_ids(tiny_base: Any, text: str, entity: str) -> tuple[Any, list[int], list[int]]:
+    """Offsets, tag ids of ``entity`` as an EMAIL span, and the indices of its tokens."""
+    start = text.index(entity)
+    offsets = encode(tiny_base.tokenizer, [text], 64)["offset_mapping"][0]
+    ids = spans_to_tag_ids(offsets, [{"type": "EMAIL", "start": start, "end": start + len(entity)}], TAG)
+    inside = [i for i, t in enumerate(ids) if t not in (0, IGNORE_INDEX)]
+    assert len(inside) >= 3, "the email must span several tokens for this test"
+    return offsets, ids, inside
+
+
+def test_decoding_repairs_an_entity_begun_twice_or_cut_inside_a_word(tiny_base: Any) -> None:
+    text = "Mail michael.wolf@outlook.com now"
+    email = {"type": "EMAIL", "text": "michael.wolf@outlook.com", "start": 5, "end": 29}
+    offsets, ids, inside = _email_ids(tiny_base, text, email["text"])
+    b_email = TAG.tags.index("B-EMAIL")
+    # the tagger began the entity again on its second token: one span, not two
+    twice = list(ids)
+    twice[inside[1]] = b_email
+    assert tag_ids_to_spans(text, offsets, twice, TAG) == [email]
+    # the tagger missed the first sub-word token: the span still covers the whole word
+    missed = list(ids)
+    missed[inside[0]], missed[inside[1]] = 0, b_email
+    assert tag_ids_to_spans(text, offsets, missed, TAG) == [email]
+    # two entities of one type apart by a space are one entity begun twice...
+    names = "Hi Georgia Simmons here"
+    offsets = encode(tiny_base.tokenizer, [names], 64)["offset_mapping"][0]
+    first = spans_to_tag_ids(offsets, [{"type": "PERSON", "start": 3, "end": 10}], TAG)
+    second = spans_to_tag_ids(offsets, [{"type": "PERSON", "start": 11, "end": 18}], TAG)
+    both = [a if a not in (0, IGNORE_INDEX) else b for a, b in zip(first, second, strict=True)]
+    assert tag_ids_to_spans(names, offsets, both, TAG) == [
+        {"type": "PERSON", "text": "Georgia Simmons", "start": 3, "end": 18}
+    ]
+    # ...but not across punctuation, and never across types
+    listed = "Georgia, Simmons"
+    offsets = encode(tiny_base.tokenizer, [listed], 64)["offset_mapping"][0]
+    ids = spans_to_tag_ids(
+        offsets, [{"type": "PERSON", "start": 0, "end": 7}, {"type": "PERSON", "start": 9, "end": 16}], TAG
+    )
+    assert [e["text"] for e in tag_ids_to_spans(listed, offsets, ids, TAG)] == ["Georgia", "Simmons"]
+
+
 def test_tag_ids_decoding_rules() -> None:
     text = "ab cd ef"
     offsets = [(0, 0), (0, 2), (2, 5), (5, 8)]  # special token first; byte-level tokens carry their leading space
@@ -222,10 +288,15 @@ def test_tag_ids_decoding_rules() -> None:
         {"type": "EMAIL", "text": "ab cd", "start": 0, "end": 5}
     ]
     # an I- that does not continue a span starts one; a B- right after a span starts a new one
-    assert tag_ids_to_spans(text, offsets, [0, i_email, b_amount, b_amount], TAG) == [
+    assert tag_ids_to_spans(text, offsets, [0, i_email, b_amount, b_email], TAG) == [
         {"type": "EMAIL", "text": "ab", "start": 0, "end": 2},
         {"type": "AMOUNT", "text": "cd", "start": 3, "end": 5},
-        {"type": "AMOUNT", "text": "ef", "start": 6, "end": 8},
+        {"type": "EMAIL", "text": "ef", "start": 6, "end": 8},
+    ]
+    # ...except that two pieces of one type apart by spaces only are one entity begun twice
+    assert tag_ids_to_spans(text, offsets, [0, i_email, b_amount, b_amount], TAG) == [
+        {"type": "EMAIL", "text": "ab", "start": 0, "end": 2},
+        {"type": "AMOUNT", "text": "cd ef", "start": 3, "end": 8},
     ]
     with pytest.raises(ConfigError, match="not one of"):
         spans_to_tag_ids(offsets, [{"type": "NOPE", "start": 0, "end": 2}], TAG)

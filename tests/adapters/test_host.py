@@ -314,3 +314,23 @@ def test_mount_on_real_nf4_base(tmp_path: Path) -> None:
     enc = encode(base.tokenizer, [text], 128)
     ids = spans_to_tag_ids(enc["offset_mapping"][0], ents, cfg)
     assert tag_ids_to_spans(text, enc["offset_mapping"][0], ids, cfg) == ents
+
+
+@pytest.mark.skipif(
+    "avx512_bf16" not in Path("/proc/cpuinfo").read_text(), reason="the CPU repack exists only on AVX512-BF16 CPUs"
+)
+def test_mounting_after_inference_leaves_the_4bit_base_intact(tmp_path: Path) -> None:
+    """Mount, classify (4-bit weights get repacked), mount another version: the first one's
+    results do not change (peft's load_adapter used to break repacked weights)."""
+    from loragraph.testing import publish_random_adapter, tiny_base_dir
+
+    base = load_base(BaseSpec(name=str(tiny_base_dir(tmp_path / "b", hidden_size=128)), quantization="nf4"))
+    registry = Registry(tmp_path / "adapters")
+    for seed in (1, 2):
+        publish_random_adapter(registry, base, f"a{seed}", "classify", labels=LABELS, seed=seed)
+    host = AdapterHost(base, registry)
+    before = host.classify("a1", TEXTS)
+    host.mount("a2")
+    host.classify("a2", TEXTS)
+    after = host.classify("a1", TEXTS)
+    assert [c.scores for c in after] == [c.scores for c in before]

@@ -70,3 +70,20 @@ def test_escalate_marks_the_run_for_a_human(world: dict[str, Any], tmp_path: Pat
     result = _router(world, tmp_path, "    threshold: 0.0\n    policy: escalate").run(DOC)
     assert result.path == ["guard_in"] and result.verdicts[0].action == "escalate"
     assert result.status == "escalated"
+
+
+def test_batch_summary_counts_each_guardrails_failures(world: dict[str, Any], tmp_path: Path) -> None:
+    """`loragraph run` prints per guardrail how often it failed: the flag-rate check of a new version."""
+    import json
+
+    from loragraph.router.batch import run_file
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "text": DOC}) + "\n" for i in range(3)))
+    blocking = _router(world, tmp_path, "    threshold: 0.0\n    policy: block")
+    summary = run_file(blocking, src, tmp_path / "out.jsonl", batch_size=2)
+    assert summary.statuses == {"blocked": 3} and summary.guardrails == {"guard_in": [3, 3]}
+    assert summary.lines() == ["3 blocked", "guardrail guard_in: failed 3 of 3 (100.0%)"]
+    passing = _router(world, tmp_path, "    threshold: 1.0")
+    summary = run_file(passing, src, tmp_path / "out.jsonl")
+    assert summary.guardrails == {"guard_in": [0, 3]} and summary.statuses == {"ok": 3}

@@ -484,14 +484,25 @@ def test_promotion_gate() -> None:
     config = AlignConfig()
     good = {
         "preference_accuracy_before": 0.6,
-        "preference_accuracy_after": 0.95,
+        "preference_accuracy_after": 0.85,
+        "preference_accuracy_vs_parent": 0.95,
         "rougeL_before": 0.40,
         "rougeL_after": 0.39,
     }
     assert promotion_gate(good, config) == []
+    # the default reads the DPO reference (the parent); `gate_reference: base` the base alone
+    assert promotion_gate({**good, "preference_accuracy_vs_parent": 0.8}, config) == [
+        "`preference_accuracy_vs_parent` 0.800 < `min_preference_accuracy` 0.9"
+    ]
+    strict = AlignConfig(gate_reference="base")
+    assert promotion_gate(good, strict) == [
+        "`preference_accuracy_after` 0.850 < `min_preference_accuracy` 0.9"
+    ]
+    assert promotion_gate({**good, "preference_accuracy_after": 0.95}, strict) == []
+    # a version that learnt nothing against the base is never promoted
     assert any(
-        "min_preference_accuracy" in r
-        for r in promotion_gate({**good, "preference_accuracy_after": 0.8}, config)
+        "not above" in r
+        for r in promotion_gate({**good, "preference_accuracy_after": 0.55}, config)
     )
     assert any(
         "not above" in r
@@ -502,10 +513,13 @@ def test_promotion_gate() -> None:
     )
     assert (
         promotion_gate(
-            {"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, config
+            {"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.6, "preference_accuracy_vs_parent": 0.9},
+            config,
         )
         == []
     )
+    # a missing metric never passes
+    assert promotion_gate({"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, config)
 
 
 def test_cli_align(
@@ -576,3 +590,32 @@ def test_align_on_the_real_nf4_base(tmp_path: Path) -> None:
     old = load_file(str(registry.get("reply", 1).path / "adapter_model.safetensors"))
     new = load_file(str(version.path / "adapter_model.safetensors"))
     assert any(not torch.equal(old[k].float(), new[k].float()) for k in old)
+
+
+def test_sft_weight_adds_the_chosen_reply_nll_to_the_dpo_loss(
+    tiny_base_path: Path, tmp_path: Path
+) -> None:
+    """`sft_weight` > 0 trains with TRL's [sigmoid, sft] loss: the chosen replies end up more
+    likely than after plain DPO from the same parent, seed and pairs; the manifest records it."""
+    from peft import PeftModel
+
+    pairs_path = _write_jsonl(tmp_path / "pairs.jsonl", _pairs_rows(8))
+    chosen_logp: dict[float, float] = {}
+    for weight in (0.0, 2.0):
+        registry = Registry(tmp_path / f"adapters-{weight}")
+        _publish_sft(registry, tiny_base_path, "reply", 1, tmp_path / f"staging-{weight}")
+        version = align(
+            "reply",
+            pairs_path,
+            _test_config(tmp_path / f"run-{weight}", sft_weight=weight, max_new_tokens=1, learning_rate=3e-2, epochs=6),
+            registry=registry,
+        )
+        hp = version.manifest.hyperparameters
+        assert hp["sft_weight"] == weight
+        assert hp["loss_type"] == (["sigmoid", "sft"] if weight else ["sigmoid"])
+        base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
+        model = PeftModel.from_pretrained(base.model, str(version.path), adapter_name="new")
+        pairs = render_pairs(_pairs_rows(8), PROMPT, SYSTEM)
+        chosen, _ = response_logps(model, base.tokenizer, pairs, adapter="new", max_length=128)
+        chosen_logp[weight] = sum(chosen) / len(chosen)
+    assert chosen_logp[2.0] > chosen_logp[0.0] + 0.5, chosen_logp

@@ -38,6 +38,25 @@ def test_eval_cli_json_matches_the_trainers_test_metrics(
     for key, value in report["metrics"].items():
         assert value == pytest.approx(version.manifest.metrics[key]), key
     assert "base" not in report  # only generate adapters are compared with the base
+    # every mistake is listed with its file:line, consistent with the metrics
+    test_rows = [json.loads(line) for line in Path(cfg.data.test).read_text().splitlines()]
+    wrong = report["errors"]
+    for err in wrong:
+        line = int(err["where"].rsplit(":", 1)[1])
+        assert err["where"] == f"{Path(cfg.data.test).name}:{line}" and test_rows[line - 1]["text"] == err["text"]
+    if kind == "classify":
+        assert len(wrong) == round((1 - report["metrics"]["accuracy"]) * 6)
+        assert all(err["label"] != err["predicted"] for err in wrong)
+        assert sum(c["count"] for c in report["confusions"]) == len(wrong)
+    else:
+        assert (len(wrong) == 0) == (report["metrics"]["f1"] == 1.0)
+        for err in wrong:
+            assert err["missed"] or err["spurious"]
+            assert all(err["text"][x["start"] : x["end"]] == x["text"] for x in err["missed"] + err["spurious"])
+    assert main(["eval", f"{version.ref}", "--data", str(cfg.data.test), "--errors", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(wrong)} of 6 examples wrong" in out
+    assert sum(line.startswith("  test.jsonl:") for line in out.splitlines()) == min(2, len(wrong))
 
 
 def test_eval_generate_compares_with_the_base(tmp_path: Path, tiny_base_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
