@@ -170,11 +170,12 @@ class AlignConfig(BaseModel):
         le=1.0,
         description="gate: the new version's preference accuracy (against `gate_reference`) must reach this",
     )
-    gate_reference: Literal["parent", "base"] = Field(
-        "parent",
-        description="the reference of the implicit reward that `min_preference_accuracy` reads: `parent` "
-        "(the DPO reference the version was trained against: `preference_accuracy_vs_parent`, TRL's reward "
-        "accuracy) or `base` (the base alone, stricter: `preference_accuracy_after`)",
+    gate_reference: Literal["base", "parent"] = Field(
+        "base",
+        description="the reference of the implicit reward that `min_preference_accuracy` reads: `base` (the "
+        "base alone, the reference the parent's accuracy is measured against, so the two compare: "
+        "`preference_accuracy_after`) or `parent` (the DPO reference the version was trained against: "
+        "`preference_accuracy_vs_parent`, TRL's reward accuracy; easier to reach)",
     )
     max_rouge_l_drop: float = Field(
         0.02,
@@ -249,8 +250,8 @@ def load_align_config(path: str | Path) -> AlignConfig:
 def promotion_gate(metrics: dict[str, float], config: AlignConfig) -> list[str]:
     """Why the new version must not be promoted; empty when it may be.
 
-    It may when its preference accuracy against ``gate_reference`` (``preference_accuracy_vs_parent``
-    or ``preference_accuracy_after``) reaches ``min_preference_accuracy``, when it prefers the chosen
+    It may when its preference accuracy against ``gate_reference`` (``base``:
+    ``preference_accuracy_after``; ``parent``: ``preference_accuracy_vs_parent``) reaches ``min_preference_accuracy``, when it prefers the chosen
     replies more often than its parent did, both against the base alone (``preference_accuracy_after``
     > ``preference_accuracy_before``, the one comparison with a common reference), and (when ROUGE-L
     was measured) ``rougeL_after`` is at most ``max_rouge_l_drop`` below ``rougeL_before``.
@@ -258,7 +259,7 @@ def promotion_gate(metrics: dict[str, float], config: AlignConfig) -> list[str]:
     reasons = []
     before = metrics.get("preference_accuracy_before", math.nan)
     after = metrics.get("preference_accuracy_after", math.nan)
-    key = "preference_accuracy_vs_parent" if config.gate_reference == "parent" else "preference_accuracy_after"
+    key = "preference_accuracy_after" if config.gate_reference == "base" else "preference_accuracy_vs_parent"
     reached = metrics.get(key, math.nan)
     if not reached >= config.min_preference_accuracy:
         reasons.append(f"`{key}` {reached:.3f} < `min_preference_accuracy` {config.min_preference_accuracy}")

@@ -489,16 +489,17 @@ def test_promotion_gate() -> None:
         "rougeL_before": 0.40,
         "rougeL_after": 0.39,
     }
-    assert promotion_gate(good, config) == []
-    # the default reads the DPO reference (the parent); `gate_reference: base` the base alone
-    assert promotion_gate({**good, "preference_accuracy_vs_parent": 0.8}, config) == [
-        "`preference_accuracy_vs_parent` 0.800 < `min_preference_accuracy` 0.9"
-    ]
-    strict = AlignConfig(gate_reference="base")
-    assert promotion_gate(good, strict) == [
+    # the default reads the base alone (as the parent's accuracy is); `gate_reference: parent`
+    # reads the DPO reference
+    assert promotion_gate(good, config) == [
         "`preference_accuracy_after` 0.850 < `min_preference_accuracy` 0.9"
     ]
-    assert promotion_gate({**good, "preference_accuracy_after": 0.95}, strict) == []
+    assert promotion_gate({**good, "preference_accuracy_after": 0.95}, config) == []
+    lenient = AlignConfig(gate_reference="parent")
+    assert promotion_gate(good, lenient) == []
+    assert promotion_gate({**good, "preference_accuracy_vs_parent": 0.8}, lenient) == [
+        "`preference_accuracy_vs_parent` 0.800 < `min_preference_accuracy` 0.9"
+    ]
     # a version that learnt nothing against the base is never promoted
     assert any(
         "not above" in r
@@ -514,12 +515,12 @@ def test_promotion_gate() -> None:
     assert (
         promotion_gate(
             {"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.6, "preference_accuracy_vs_parent": 0.9},
-            config,
+            lenient,
         )
         == []
     )
     # a missing metric never passes
-    assert promotion_gate({"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, config)
+    assert promotion_gate({"preference_accuracy_before": 0.5, "preference_accuracy_after": 0.9}, lenient)
 
 
 def test_cli_align(
