@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loragraph.errors import InputError, LoragraphError, NotFoundError, UserError
+from loragraph.errors import ConfigError, InputError, LoragraphError, NotFoundError, UserError
 
 __all__ = ["build_parser", "main"]
 
@@ -193,18 +193,31 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from loragraph.adapters.registry import Registry
     from loragraph.training.config import load_train_config
-    from loragraph.training.train import find_config, train
+    from loragraph.training.train import find_config, promote_if_better, train
 
     config = load_train_config(find_config(args.config))
+    if args.promote == "if_better" and config.data.test is None:
+        raise ConfigError("`--promote if_better` compares test scores: the config has no `data.test`")
     _set_threads(args.threads)
     version = train(config, resume=not args.no_resume)
+    decision = None
+    if args.promote == "if_better":
+        decision = promote_if_better(version, config)
+    elif args.promote == "always" and Registry().promoted(version.name).version != version.version:
+        Registry().promote(version.name, version.version)
     if args.json:
-        _print_json({"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics})
+        out: dict[str, Any] = {"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics}
+        if decision is not None:
+            out["promotion"] = {"promoted": decision.promoted, "reason": decision.reason, "scores": decision.scores}
+        _print_json(out)
     else:
         print(f"published {version.ref} at {version.path}")
         for key, value in version.manifest.metrics.items():
             print(f"  {key:<28}{value:.4f}")
+        if decision is not None:
+            print(decision.reason)
     return 0
 
 
@@ -232,6 +245,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="a training YAML, or an adapter name of the sample (`intent` -> examples/customer_service/train/intent.yaml)",
     )
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming an interrupted run")
+    p.add_argument(
+        "--promote",
+        choices=["never", "if_better", "always"],
+        default="never",
+        help="after publishing: `if_better` promotes the new version when it beats the promoted one on the test "
+        "split (both scored now), `always` promotes it; default `never` (only a first version is promoted)",
+    )
     p.add_argument("--json", action="store_true", help="print the new version and its metrics as JSON")
     p.add_argument(
         "--threads",

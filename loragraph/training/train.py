@@ -32,13 +32,16 @@ from loragraph.errors import ConfigError
 from loragraph.training.config import LoraSettings, TrainConfig, load_train_config
 
 __all__ = [
+    "HEADLINE_METRIC",
     "EpochReport",
     "HeadTask",
+    "PromotionDecision",
     "TrainOutcome",
     "add_lora",
     "find_config",
     "fit_head",
     "load_splits",
+    "promote_if_better",
     "publish_outcome",
     "seed_everything",
     "train",
@@ -509,3 +512,56 @@ def train(
     shutil.rmtree(run, ignore_errors=True)  # finished: nothing left to resume
     print(f"published {version.ref} ({outcome.seconds:.0f}s): {json.dumps(outcome.metrics)}", file=sys.stderr)
     return version
+
+
+HEADLINE_METRIC: dict[str, str] = {"classify": "accuracy", "tag": "f1", "generate": "rougeL"}
+"""The test metric ``promote_if_better`` compares, per stage kind."""
+
+
+@dataclass
+class PromotionDecision:
+    """What ``promote_if_better`` did and why."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    scores: dict[str, float] = field(default_factory=dict)  # `name@vN` -> score on the test split
+
+
+def promote_if_better(version: Any, config: TrainConfig, *, registry: Any = None) -> PromotionDecision:
+    """Promote a freshly trained ``version`` only when it beats the promoted one.
+
+    Both versions are scored now, through one ``AdapterHost``, on ``config``'s test split
+    (its first ``max_test_examples``) with the kind's ``HEADLINE_METRIC``, so the comparison
+    uses the same data even when the promoted version was trained on other data. Strictly
+    higher promotes; a tie keeps the promoted version.
+    """
+    from loragraph.adapters.base import BaseSpec
+    from loragraph.adapters.host import AdapterHost
+    from loragraph.adapters.registry import Registry
+    from loragraph.training.evaluation import evaluate_adapter
+
+    registry = registry or Registry()
+    metric = HEADLINE_METRIC[config.kind]
+    current = registry.promoted(version.name)
+    if current.version == version.version:
+        return PromotionDecision(True, f"`{version.ref}` is the first version: promoted when published", metric)
+    if config.data.test is None:
+        raise ConfigError("promoting `if_better` compares test scores: the config has no `data.test`")
+    manifest = version.manifest
+    host = AdapterHost(load_base(BaseSpec(name=manifest.base_name, quantization=manifest.quantization)), registry)
+    scores = {
+        v.ref: float(
+            evaluate_adapter(
+                v.ref, config.data.test, registry=registry, host=host, max_examples=config.max_test_examples, compare_base=False
+            )["metrics"][metric]
+        )
+        for v in (current, version)
+    }
+    new, old = scores[version.ref], scores[current.ref]
+    if new > old:
+        registry.promote(version.name, version.version)
+        return PromotionDecision(True, f"`{version.ref}` {metric} {new:.4f} > `{current.ref}` {old:.4f}: promoted", metric, scores)
+    return PromotionDecision(
+        False, f"`{version.ref}` {metric} {new:.4f} <= `{current.ref}` {old:.4f}: `{current.ref}` stays promoted", metric, scores
+    )

@@ -98,3 +98,44 @@ def test_train_cli(tmp_path: Path, tiny_base_path: Path, capsys: pytest.CaptureF
     assert out["adapter"] == "xclassify@v1" and "accuracy" in out["metrics"]
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_promote_if_better_compares_both_versions_on_the_test_split(tmp_path: Path, tiny_base_path: Path) -> None:
+    from loragraph.training.train import promote_if_better
+
+    registry = Registry()
+    weak = make_config(tmp_path, tiny_base_path, "classify", epochs=1, learning_rate=1e-7, head_learning_rate=1e-7)
+    v1 = train(weak)
+    first = promote_if_better(v1, weak)
+    assert first.promoted and "first version" in first.reason and not first.scores
+    strong = weak.model_copy(update={"epochs": 3, "learning_rate": 1e-2, "head_learning_rate": 5e-2})
+    v2 = train(strong)
+    assert registry.promoted("xclassify").version == 1  # publishing alone does not promote
+    better = promote_if_better(v2, strong)
+    assert better.scores[v2.ref] > better.scores[v1.ref], better.scores
+    assert better.promoted and registry.promoted("xclassify").version == 2
+    # the scores are the versions' own test metrics, measured again through one host
+    assert better.scores[v2.ref] == pytest.approx(v2.manifest.metrics["accuracy"])
+    v3 = train(weak.model_copy(update={"seed": 1}))
+    worse = promote_if_better(v3, weak)
+    assert not worse.promoted and "stays promoted" in worse.reason
+    assert registry.promoted("xclassify").version == 2
+
+
+def test_cli_train_promote_flag(tmp_path: Path, tiny_base_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1)
+    path = tmp_path / "xclassify.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    assert main(["train", str(path)]) == 0  # v1: the first version is promoted on publish
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-resume", "--promote", "if_better", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # the same config and seed train the same weights: a tie keeps v1
+    assert report["adapter"] == "xclassify@v2" and report["promotion"]["promoted"] is False
+    assert set(report["promotion"]["scores"]) == {"xclassify@v1", "xclassify@v2"}
+    registry = Registry()
+    assert registry.promoted("xclassify").version == 1
+    assert main(["train", str(path), "--no-resume", "--promote", "always"]) == 0
+    assert registry.promoted("xclassify").version == 3
