@@ -203,10 +203,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     version = train(config, resume=not args.no_resume)
     decision = None
+    registry = Registry()
     if args.promote == "if_better":
-        decision = promote_if_better(version, config)
-    elif args.promote == "always" and Registry().promoted(version.name).version != version.version:
-        Registry().promote(version.name, version.version)
+        decision = promote_if_better(version, config, registry=registry)
+    elif args.promote == "always" and registry.promoted(version.name).version != version.version:
+        registry.promote(version.name, version.version)
     if args.json:
         out: dict[str, Any] = {"adapter": version.ref, "path": str(version.path), "metrics": version.manifest.metrics}
         if decision is not None:
@@ -343,7 +344,6 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
 
 def cmd_adapters_promote(args: argparse.Namespace) -> int:
     from loragraph.adapters.registry import parse_ref
-    from loragraph.errors import ConfigError
 
     name, number = parse_ref(args.ref)
     if number is None:

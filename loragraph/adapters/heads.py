@@ -417,8 +417,8 @@ def tag_ids_to_spans(text: str, offsets: Any, tag_ids: Any, config: HeadConfig) 
         end = _trim_end(text, start, end)
         if end > start:
             spans.append((etype, *_snap_to_words(text, start, end)))
-    out: list[dict[str, Any]] = []
-    for etype, start, end in _merge_adjacent(spans, text):
-        end = _trim_end(text, start, end)
-        out.append({"type": etype, "text": text[start:end], "start": start, "end": end})
-    return out
+    # ends are trimmed, and snapping only adds letters and digits: merged spans need no new trim
+    return [
+        {"type": etype, "text": text[start:end], "start": start, "end": end}
+        for etype, start, end in _merge_adjacent(spans, text)
+    ]
