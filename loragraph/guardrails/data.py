@@ -11,6 +11,7 @@ Input guardrail (classify, labels ``safe`` / ``attack``)
     my previous email"), customer messages (from ``loragraph data sample`` output when
     given, plus a seeded multilingual generator), and benign composed messages (a
     customer message quoting a harmless document, with the same wrappers as attacks).
+    Composed rows are made per split and carrier language, as many benign as attacks.
 
 Output guardrail (classify, labels ``safe`` / ``toxic`` / ``pii_leak``)
     One three-way classifier on the agent's reply. ``safe``: polite replies (templates,
@@ -394,11 +395,21 @@ def assign_splits(groups: Iterable[tuple[str, str]], *, seed: int = 0) -> dict[s
     return out
 
 
-def _split_items(items: Sequence[_Item], seed: int) -> list[GuardrailRow]:
+def _split_items(items: Sequence[_Item], seed: int, *, template_kinds: bool = False) -> list[GuardrailRow]:
+    """Split by group, stratified by source family, label and language.
+
+    ``template_kinds``: each kind of template (``template/customer``, ``template/lookalike``,
+    ...) is its own stratum, so every split gets its share of each kind per language (the
+    composed rows of a split need that split's own customer-message carriers).
+    """
     first_of_group: dict[str, _Item] = {}
     for it in items:
         first_of_group.setdefault(it.group, it)
-    strata = [(f"{it.source.split('/')[0]}|{it.label}|{it.lang}", g) for g, it in first_of_group.items()]
+
+    def family(source: str) -> str:
+        return source if template_kinds and source.startswith("template/") else source.split("/")[0]
+
+    strata = [(f"{family(it.source)}|{it.label}|{it.lang}", g) for g, it in first_of_group.items()]
     where = assign_splits(strata, seed=seed)
     return [GuardrailRow(**it.model_dump(), split=where[it.group]) for it in items]
 
@@ -434,6 +445,13 @@ def _sample_rows(sample_dir: Path | None, sub: str, field: str, label: str) -> l
 
 # --------------------------------------------------------------------------- composition
 
+_COMPOSED_PER_TEMPLATE_CARRIER = 1.0
+"""Composed rows per label for each ``template/customer`` carrier (per split and language)."""
+_COMPOSED_PER_SAMPLE_CARRIER = 0.1
+"""Composed rows per label for each ``sample/intent`` carrier (many, all English)."""
+_SAME_LANG_PAYLOAD = 0.8
+"""Share of composed rows whose payload is in the carrier's language (the rest: any language)."""
+
 
 def _compose(
     carriers: Sequence[GuardrailRow],
@@ -454,8 +472,8 @@ def _compose(
     for _ in range(count):
         carrier = rng.choice(carriers)
         same = by_lang.get(carrier.lang)
-        payload = rng.choice(same) if same and rng.random() < 0.7 else rng.choice(payloads)
-        wrapper = rng.choice(T.WRAPPERS)
+        payload = rng.choice(same) if same and rng.random() < _SAME_LANG_PAYLOAD else rng.choice(payloads)
+        wrapper = rng.choice([*T.WRAPPERS, *T.LOCAL_WRAPPERS.get(carrier.lang, [])])
         text = wrapper.replace("{carrier}", carrier.text).replace("{payload}", payload.text)
         out.append(
             GuardrailRow(text=text, label=label, lang=carrier.lang, source=f"composed/{payload.source}",
@@ -500,7 +518,7 @@ def build_input_rows(*, seed: int = 0, sample_dir: Path | None = None, harmbench
     customers = _template_items(T.CUSTOMER_MESSAGES, label="safe", source="template/customer", fills=8, seed=seed, filler=filler)
     injections = _template_items(T.INJECTIONS, label="attack", source="template/injection", fills=2, seed=seed, filler=filler)
     docs = _template_items(T.BENIGN_DOCS, label="safe", source="template/document", fills=2, seed=seed, filler=filler)
-    rows = _split_items(atomic + customers + injections + docs, seed)
+    rows = _split_items(atomic + customers + injections + docs, seed, template_kinds=True)
     rows += _sample_rows(sample_dir, "intent", "text", "safe")
 
     composed: list[GuardrailRow] = []
@@ -516,9 +534,14 @@ def build_input_rows(*, seed: int = 0, sample_dir: Path | None = None, harmbench
             if r.split == split
             and (r.source in ("template/document", "template/lookalike") or (r.source == "bastioncorpus" and r.label == "safe"))
         ]
-        n = len([c for c in carriers if c.source == "template/customer"]) + min(200, len(carriers))
-        composed += _compose(carriers, attack_payloads, label="attack", count=int(n * 0.6), seed=seed, tag=f"attack:{split}")
-        composed += _compose(carriers, benign_payloads, label="safe", count=int(n * 0.3), seed=seed, tag=f"safe:{split}")
+        # per carrier language, as many composed attacks as benign composed rows, so
+        # neither the wrapper nor the language of a composed message is a signal
+        for lang in sorted({c.lang for c in carriers}):
+            mine = [c for c in carriers if c.lang == lang]
+            n_template = sum(c.source == "template/customer" for c in mine)
+            n = round(n_template * _COMPOSED_PER_TEMPLATE_CARRIER + (len(mine) - n_template) * _COMPOSED_PER_SAMPLE_CARRIER)
+            composed += _compose(mine, attack_payloads, label="attack", count=n, seed=seed, tag=f"attack:{split}:{lang}")
+            composed += _compose(mine, benign_payloads, label="safe", count=n, seed=seed, tag=f"safe:{split}:{lang}")
     # documents on their own are not customer messages, but harmless: keep them as safe rows
     return _dedupe(rows + composed)
 

@@ -572,7 +572,9 @@ def _compose(
             first = _standalone(sec_t)
             b.template(marker + (_lower_first(first) if marker and not marker.endswith(": ") else first), secondary=True)
             b.text(sep)
-            b.template(rng.choice(T.MAIN_MARKERS) + _lower_first(ask))
+            main_marker = rng.choice(T.MAIN_MARKERS)  # no typos in it: it is what marks the main ask
+            b.text(main_marker.lower() if b.lowercase else main_marker, style=False)
+            b.template(_lower_first(ask))
             styles.append("main_marked")
         else:
             b.template(ask)
@@ -633,7 +635,8 @@ def _compose(
         b.text("\n\n")
         b.template(rng.choice(T.CLOSINGS))
         b.text("\n\n")
-        b.template(rng.choice(T.SIGNATURES))
+        # an address in the signature would read as the new delivery address of an ask that gives none
+        b.template(rng.choice([s for s in T.SIGNATURES if not (intent == "change_shipping_address" and "{address}" in s)]))
     else:  # form
         b.template("Name: {person}\nEmail: {email}\n")
         if rng.random() < 0.6:
@@ -793,9 +796,10 @@ def _body(msg: Message, intent: str, v: int) -> str:
         exchange = bool(re.search(r"exchange|swap|different size|replacement", msg.template))
         after = "Once it reaches us we'll send you the replacement." if exchange else "Once it reaches us we'll process your refund."
         verb = "exchange" if exchange else "return"
+        article = "an" if exchange else "a"
         return (
             f"Of course, you can {verb} {thing}. I've emailed a prepaid return label{to}: pack the item, attach the label and drop it at any post office within 30 days. {after}",
-            f"No problem, I've opened a {verb} for {thing} and sent the prepaid label{to}. Please drop the parcel at any post office within 30 days. {after}",
+            f"No problem, I've opened {article} {verb} for {thing} and sent the prepaid label{to}. Please drop the parcel at any post office within 30 days. {after}",
         )[v % 2]
     if intent == "change_shipping_address":
         if "address" in u:
