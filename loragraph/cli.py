@@ -553,7 +553,7 @@ def _add_guardrails(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = gsub.add_parser("eval", help="TPR/FPR of a guardrail adapter, overall and per language")
     p.add_argument("adapter", help="`name` (the promoted version) or `name@vN`")
     p.add_argument("--data", required=True, type=Path, help="a split written by `loragraph guardrails data` (e.g. .../input/test.jsonl)")
-    p.add_argument("--threshold", type=float, default=None, help="flagged probability at or above which a text is flagged")
+    p.add_argument("--threshold", type=float, default=None, help="flagged probability at or above which a text is flagged (default: the one stored with the version, else 0.5)")
     p.add_argument("--choose-on", type=Path, default=None, help="choose the threshold on this (validation) file instead")
     p.add_argument("--max-fpr", type=float, default=0.03, help="with --choose-on: the largest FPR allowed (default 0.03)")
     p.add_argument("--flag-labels", default=None, help="comma-separated flagged labels (default: every label but `safe`)")

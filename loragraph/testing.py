@@ -93,12 +93,14 @@ def publish_random_adapter(
     system: str | None = None,
     seed: int = 0,
     strength: float = 20.0,
+    threshold: float | None = None,
 ) -> Any:
     """Publish an untrained adapter (random LoRA + random head) for ``base`` in ``registry``.
 
     For tests of everything downstream of training (router, API, guardrails): a real PEFT
     folder, a real head, a real manifest and checksums, in milliseconds. ``kind`` is
-    ``classify``, ``tag`` or ``generate``; ``labels`` are class labels or entity types.
+    ``classify``, ``tag`` or ``generate``; ``labels`` are class labels or entity types;
+    ``threshold`` is stored as a classify adapter's guardrail threshold.
     """
     import tempfile
 
@@ -139,6 +141,7 @@ def publish_random_adapter(
                 "quantization": base.spec.quantization,
                 "method": {"classify": "classify", "tag": "tag"}.get(kind, "sft"),
                 "data_hash": "random",
+                "threshold": threshold,
             },
         )
 

@@ -232,7 +232,7 @@ class AdapterHost:
         different weights under that name on this same base is the weights digest appended.
         """
         with self._lock:
-            resolved = self._resolve_version(version)
+            resolved = self.resolve(version)
             key = _key(resolved)
             if key in self._mounted:
                 return self._mounted[key].adapter_name
@@ -272,7 +272,9 @@ class AdapterHost:
         found = [m for m in self._mounted.values() if predicate(m)]
         return found[-1] if found else None
 
-    def _resolve_version(self, adapter: AdapterArg) -> AdapterVersion:
+    def resolve(self, adapter: AdapterArg) -> AdapterVersion:
+        """The version ``adapter`` names: an ``AdapterVersion`` as is, a peft name ``mount``
+        returned, a mounted ``name@vN``, else the registry's (``name``: its promoted version)."""
         if isinstance(adapter, AdapterVersion):
             return adapter
         if not isinstance(adapter, str):
@@ -291,7 +293,7 @@ class AdapterHost:
         return self.registry.resolve(adapter)
 
     def _lookup(self, adapter: AdapterArg, *, mount: bool = True) -> _Mounted:
-        version = self._resolve_version(adapter)
+        version = self.resolve(adapter)
         key = _key(version)
         if key not in self._mounted:
             if not mount:

@@ -146,6 +146,13 @@ class Manifest(BaseModel):
     created_at: datetime = Field(
         default_factory=lambda: datetime.now(UTC), description="when the version was published (UTC)"
     )
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="classify used as a guardrail: flagged probability at or above which it flags, chosen on "
+        "the validation split at training (`choose_threshold`); used where a guardrail gives no `threshold`",
+    )
     parent: int | None = Field(None, description="the version training started from, or None")
     method: Method = Field(description="how it was trained: `classify`, `tag`, `sft` or `dpo`")
 
@@ -168,6 +175,8 @@ class Manifest(BaseModel):
                 raise ValueError(f"`labels` must be empty for a `generate` adapter, got {self.labels}")
             if self.method not in ("sft", "dpo"):
                 raise ValueError(f"`method` must be `sft` or `dpo` for a `generate` adapter, got `{self.method}`")
+        if self.threshold is not None and self.kind != "classify":
+            raise ValueError(f"`threshold` is only for `classify` adapters, not `{self.kind}`")
         for filename in self.files:
             if "/" in filename or filename.startswith(".") or Path(filename).suffix in _UNSAFE_WEIGHTS:
                 raise ValueError(f"`files` entry {filename!r} is not allowed (flat names, `.safetensors` weights only)")

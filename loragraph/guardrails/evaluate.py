@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from loragraph.errors import ConfigError
 from loragraph.guardrails.data import GuardrailRow, read_rows
-from loragraph.guardrails.policy import flagged_score
+from loragraph.guardrails.policy import DEFAULT_THRESHOLD, flagged_score
 
 __all__ = [
     "GroupRates",
@@ -51,7 +51,7 @@ class GuardrailReport(BaseModel):
     adapter: str = Field(description="`name@vN` of the evaluated version")
     data: str = Field(description="the evaluated JSONL file")
     threshold: float = Field(description="flagged probability at or above which a row is flagged")
-    threshold_source: str = Field(description="`given`, `default` or `chosen on <file> (max_fpr=...)`")
+    threshold_source: str = Field(description="`given`, `stored with name@vN`, `default` or `chosen on <file> (max_fpr=...)`")
     overall: GroupRates = Field(description="rates over every row")
     per_language: dict[str, GroupRates] = Field(description="rates per language of the rows")
     per_source: dict[str, GroupRates] = Field(description="rates per source of the rows")
@@ -149,7 +149,8 @@ def evaluate_guardrail(
     """Evaluate a guardrail adapter version on ``data`` (see the module doc).
 
     ``threshold`` fixes the threshold; else ``choose_on`` (a validation file) chooses it
-    with ``max_fpr``; else 0.5. ``host`` reuses a loaded ``AdapterHost``.
+    with ``max_fpr``; else the version's stored threshold (``Manifest.threshold``, chosen at
+    training), else 0.5. ``host`` reuses a loaded ``AdapterHost``.
     """
     import time
 
@@ -181,8 +182,11 @@ def evaluate_guardrail(
         val_scores, _ = score_rows(classify_batch, [r.text for r in val_rows], flag_labels=flag_labels)
         threshold = choose_threshold(val_scores, [r.label for r in val_rows], max_fpr=max_fpr, flag_labels=flag_labels)
         source = f"chosen on {choose_on} (max_fpr={max_fpr})"
+    elif version.manifest.threshold is not None:
+        threshold = version.manifest.threshold
+        source = f"stored with {version.ref}"
     else:
-        threshold = 0.5
+        threshold = DEFAULT_THRESHOLD
     rows = read_rows(data)
     started = time.perf_counter()
     scores, predicted = score_rows(classify_batch, [r.text for r in rows], flag_labels=flag_labels)

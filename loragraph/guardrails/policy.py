@@ -55,11 +55,15 @@ __all__ = [
     "GuardrailOutcome",
     "GuardrailSettings",
     "apply_guardrail",
+    "effective_threshold",
     "flagged_score",
 ]
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
 """Reply of a ``block`` policy when the stage has no ``fallback``."""
+
+DEFAULT_THRESHOLD = 0.5
+"""Threshold of a guardrail when neither the step nor the adapter version gives one."""
 
 DEFAULT_ESCALATION_REPLY = "Thank you for your message. A member of our team will review it and get back to you."
 """Reply of an ``escalate`` policy when the stage has no ``fallback``."""
@@ -83,7 +87,7 @@ class GuardrailSettings(BaseModel):
     policy: Literal["block", "redact", "replace", "escalate"] = Field(
         "block", description="what to do when the guardrail fails: `block`, `redact`, `replace` or `escalate`"
     )
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="fails when the flagged score is at or above this")
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description="fails when the flagged score is at or above this")
     flag_labels: list[str] | None = Field(
         None, description="labels that count as a violation; default: every label except `safe`"
     )
@@ -144,6 +148,16 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def effective_threshold(given: float | None, version: Any) -> float:
+    """The threshold a guardrail uses: ``given`` (the step's or validator's own), else the one
+    stored with the adapter version (``Manifest.threshold``, chosen on validation at training),
+    else ``DEFAULT_THRESHOLD``. A promoted guardrail version so brings its own threshold."""
+    if given is not None:
+        return float(given)
+    stored = getattr(getattr(version, "manifest", None), "threshold", None)
+    return float(stored) if stored is not None else DEFAULT_THRESHOLD
 
 
 def flagged_score(classification: Any, flag_labels: list[str] | None = None) -> tuple[str, float]:

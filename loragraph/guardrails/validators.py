@@ -3,7 +3,8 @@
 Registered names (usable with ``guardrails.Guard`` on their own, outside any pipeline):
 
 - ``loragraph/input_guardrail`` (``InputGuardrail``): a classify adapter (``safe``/``attack``)
-  on an ``AdapterHost``; fails when the flagged probability reaches ``threshold``.
+  on an ``AdapterHost``; fails when the flagged probability reaches ``threshold`` (given,
+  else the one stored with the adapter version: ``policy.effective_threshold``).
 - ``loragraph/output_guardrail`` (``OutputGuardrail``): a classify adapter (``safe``/
   ``toxic``/``pii_leak``); also fails on PII not found in ``metadata["source_text"]`` (the
   customer's message), and offers the redacted text as ``fix_value`` (``on_fail="fix"``).
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from loragraph.guardrails.policy import flagged_score
+from loragraph.guardrails.policy import effective_threshold, flagged_score
 from loragraph.guardrails.redact import find_pii, pii_not_in, redact
 
 __all__ = [
@@ -92,21 +93,29 @@ class _AdapterGuardrail(Validator):
         host: Any,
         adapter: Any,
         *,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         flag_labels: Sequence[str] | None = None,
         on_fail: Callable[..., Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         ref = getattr(adapter, "ref", adapter)
         super().__init__(on_fail=on_fail, adapter=str(ref), threshold=threshold, flag_labels=flag_labels, **kwargs)
-        if not 0.0 <= float(threshold) <= 1.0:
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             from loragraph.errors import ConfigError
 
             raise ConfigError(f"`threshold` must be between 0 and 1, got {threshold}")
         self._host = host
         self._adapter = adapter
-        self.threshold = float(threshold)
+        self._threshold = float(threshold) if threshold is not None else None
         self.flag_labels = list(flag_labels) if flag_labels is not None else None
+
+    @property
+    def threshold(self) -> float:
+        """The threshold given, else the one stored with the adapter version it classifies with
+        now (a promoted version brings its own), else 0.5 (``policy.effective_threshold``)."""
+        resolve = getattr(self._host, "resolve", None)
+        version = resolve(self._adapter) if self._threshold is None and resolve is not None else None
+        return effective_threshold(self._threshold, version)
 
     def classify(self, text: str) -> Any:
         """The adapter's ``Classification`` of ``text``."""
@@ -118,9 +127,10 @@ class _AdapterGuardrail(Validator):
     def _validate(self, value: Any, metadata: dict[str, Any]) -> ValidationResult:
         text = str(value)
         label, score = self._verdict(text)
-        if score >= self.threshold:
+        threshold = self.threshold
+        if score >= threshold:
             return FailResult(
-                error_message=f"`{label}` scored {score:.3f} (threshold {self.threshold:.3f})",
+                error_message=f"`{label}` scored {score:.3f} (threshold {threshold:.3f})",
                 fix_value=redact(text).text,
                 metadata={"label": label, "score": score},
             )
@@ -218,7 +228,7 @@ class EchoGuardrail(_AdapterGuardrail):
         self,
         keywords: Sequence[str] = ECHO_KEYWORDS,
         *,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         on_fail: Callable[..., Any] | str | None = None,
         **kwargs: Any,
     ) -> None:

@@ -33,11 +33,15 @@ def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;").replace("<", "#lt;").replace("|", "#124;")
 
 
+def _threshold_text(stage: StageSpec) -> str:
+    return f"{stage.threshold:g}" if stage.threshold is not None else "stored threshold"
+
+
 def _node_text(name: str, stage: StageSpec) -> str:
     extra = ""
     if stage.kind == "guardrail":
         target = "input" if stage.target == "input" else stage.target
-        extra = f"<br/>checks {target} · {stage.policy} ≥ {stage.threshold:g}"
+        extra = f"<br/>checks {target} · {stage.policy} ≥ {_threshold_text(stage)}"
     return f"<b>{_mermaid_text(name)}</b><br/>{stage.kind} · {_mermaid_text(stage.adapter)}{extra}"
 
 
@@ -169,7 +173,7 @@ def draw_png(spec: PipelineSpec, path: str | Path, *, dpi: int = 150) -> Path:
             )
         detail = f"{stage.kind} · {stage.adapter}"
         if guard:
-            detail += f"\n{stage.policy} if ≥ {stage.threshold:g} on {stage.target}"
+            detail += f"\n{stage.policy} if ≥ {_threshold_text(stage)} on {stage.target}"
         ax.text(
             x, y + 0.17, name, ha="center", va="center", fontsize=10.5, fontweight="bold", zorder=3
         )

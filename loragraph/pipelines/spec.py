@@ -341,11 +341,12 @@ class StageSpec(BaseModel):
         description="guardrail: on failure `block` (stop the run), `redact` (mask the flagged text and "
         "go on), `replace` (answer `fallback` instead) or `escalate` (hand to a human)",
     )
-    threshold: float = Field(
-        0.5,
+    threshold: float | None = Field(
+        None,
         ge=0.0,
         le=1.0,
-        description="guardrail: fails when a flagged label scores at or above this",
+        description="guardrail: fails when a flagged label scores at or above this; absent: the threshold "
+        "stored with the adapter version (chosen at training), else 0.5",
     )
     flag_labels: list[str] | None = Field(
         None,

@@ -408,14 +408,20 @@ class Router:
         raise InputError("the document did not reduce to the base's context in 8 rounds")
 
     def _guardrail(self, stage: str, spec: Any, version: Any, docs: list[_Doc]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        from loragraph.guardrails.policy import apply_guardrail
+        from loragraph.guardrails.policy import (
+            GuardrailSettings,
+            apply_guardrail,
+            effective_threshold,
+        )
 
         out: list[tuple[dict[str, Any], dict[str, Any]]] = []
         target = spec.text_source
+        # the step's threshold, else the one stored with this version (a promoted guardrail brings its own)
+        settings = GuardrailSettings.of(spec).model_copy(update={"threshold": effective_threshold(spec.threshold, version)})
         for doc in docs:
             text = self._source_text(spec, doc)
             outcome = apply_guardrail(
-                stage, spec, text, lambda t: self.host.classify(version, [t])[0], source_text=doc.context["text"]
+                stage, settings, text, lambda t: self.host.classify(version, [t])[0], source_text=doc.context["text"]
             )
             verdict = outcome.verdict
             output: dict[str, Any] = {"label": verdict.label, "score": verdict.score, "passed": verdict.passed, "action": verdict.action}

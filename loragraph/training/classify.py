@@ -26,7 +26,7 @@ from loragraph.training.train import (
     seed_everything,
 )
 
-__all__ = ["predict_classify", "train_classify"]
+__all__ = ["choose_threshold_on", "predict_classify", "train_classify"]
 
 _EVAL_BATCH = 32
 
@@ -47,6 +47,25 @@ def predict_classify(
     return [labels[i] for i in logits.argmax(-1).tolist()], logits
 
 
+def choose_threshold_on(
+    logits: torch.Tensor, gold: Sequence[str], labels: Sequence[str], *, max_fpr: float, flag_labels: Sequence[str] | None
+) -> tuple[float, dict[str, float]]:
+    """The guardrail threshold chosen on these rows (``guardrails.evaluate.choose_threshold``)
+    and its rates there: ``(threshold, {"threshold_validation_tpr", "threshold_validation_fpr"})``."""
+    from loragraph.guardrails.evaluate import choose_threshold, rates
+    from loragraph.guardrails.policy import flagged_score
+
+    flags = list(flag_labels) if flag_labels is not None else None
+    probs = logits.float().softmax(-1).tolist()
+    scores = [flagged_score({"label": labels[max(range(len(p)), key=p.__getitem__)], "scores": dict(zip(labels, p, strict=True))}, flags)[1] for p in probs]
+    threshold = choose_threshold(scores, gold, max_fpr=max_fpr, flag_labels=flags)
+    at = rates(scores, gold, threshold, flag_labels=flags)
+    measured = {"threshold_validation_fpr": float(at.fpr if at.fpr is not None else float("nan"))}
+    if at.tpr is not None:
+        measured["threshold_validation_tpr"] = float(at.tpr)
+    return threshold, measured
+
+
 def train_classify(
     config: TrainConfig,
     base: LoadedBase,
@@ -58,8 +77,12 @@ def train_classify(
     run: Path,
     resume: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    threshold_set: Sequence[Any] | None = None,
 ) -> TrainOutcome:
-    """Train, evaluate on ``test_set`` (else validation) and stage the adapter under ``run/staged``."""
+    """Train, evaluate on ``test_set`` (else validation) and stage the adapter under ``run/staged``.
+
+    With ``config.choose_threshold``, the guardrail threshold is chosen on ``threshold_set``
+    (the whole validation split; default ``validation_set``) and returned in the outcome."""
     from loragraph.adapters.heads import HeadConfig, build_head, save_head
     from loragraph.training.evaluation import score_classify
 
@@ -101,6 +124,15 @@ def train_classify(
         if best is not None:
             metrics["validation_macro_f1"] = float(best["metrics"]["macro_f1"])
             metrics["best_epoch"] = float(best["epoch"])
+        threshold = None
+        if config.choose_threshold is not None:
+            rows = list(threshold_set if threshold_set is not None else validation_set)
+            _, logits = predict_classify(model, head, tokenizer, [e.text for e in rows], max_length=config.max_length, labels=labels)
+            threshold, measured = choose_threshold_on(
+                logits, [e.label for e in rows], labels,
+                max_fpr=config.choose_threshold.max_fpr, flag_labels=config.choose_threshold.flag_labels,
+            )
+            metrics.update(measured)
         staged = run / "staged"
         import shutil
 
@@ -114,6 +146,7 @@ def train_classify(
         labels=labels,
         head=head_config,
         metrics=metrics,
+        threshold=threshold,
         history=history,
         resumed_from_epoch=resumed,
         stopped_early=stopped,

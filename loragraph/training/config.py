@@ -29,6 +29,7 @@ from loragraph.errors import ConfigError
 __all__ = [
     "DataPaths",
     "LoraSettings",
+    "ThresholdChoice",
     "TrainConfig",
     "TrainKind",
     "config_error",
@@ -78,6 +79,23 @@ class LoraSettings(BaseModel):
         ge=1,
         description="put LoRA only on the last N transformer layers (null: all layers); backpropagation then "
         "stops at the first adapted layer, so training costs less",
+    )
+
+
+class ThresholdChoice(BaseModel):
+    """How a classify adapter used as a guardrail chooses its threshold after training.
+
+    On every row of the validation split: the lowest flagged-probability threshold whose
+    false-positive rate stays within ``max_fpr`` (``guardrails.evaluate.choose_threshold``).
+    The manifest stores it; a guardrail step or validator without its own ``threshold``
+    uses it, so a retrained guardrail brings its own threshold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_fpr: float = Field(0.03, ge=0.0, lt=1.0, description="largest false-positive rate allowed on the validation split")
+    flag_labels: list[str] | None = Field(
+        None, description="labels that count as flagged; default: every label except `safe`"
     )
 
 
@@ -150,6 +168,11 @@ class TrainConfig(BaseModel):
         description="evaluate at most this many test examples (the first ones); null: as `max_eval_examples`",
     )
     max_new_tokens: int = Field(96, ge=1, le=4096, description="generate: tokens decoded per example when evaluating")
+    choose_threshold: ThresholdChoice | None = Field(
+        None,
+        description="classify used as a guardrail: choose its threshold on the whole validation split after "
+        "training and store it with the version (`max_fpr`, `flag_labels`)",
+    )
     output_dir: Path | None = Field(
         None,
         description="where checkpoints and the staged adapter go; default `$LORAGRAPH_HOME/runs/<adapter>`",
@@ -174,6 +197,12 @@ class TrainConfig(BaseModel):
             raise ValueError(f"`pooling` is only for `kind: classify`, not `kind: {self.kind}`")
         if self.kind != "tag" and self.lookahead:
             raise ValueError(f"`lookahead` is only for `kind: tag`, not `kind: {self.kind}`")
+        if self.kind != "classify" and self.choose_threshold is not None:
+            raise ValueError(f"`choose_threshold` is only for `kind: classify`, not `kind: {self.kind}`")
+        if self.choose_threshold is not None and self.choose_threshold.flag_labels is not None and self.labels is not None:
+            unknown = sorted(set(self.choose_threshold.flag_labels) - set(self.labels))
+            if unknown:
+                raise ValueError(f"`choose_threshold.flag_labels` {unknown} are not in `labels` {self.labels}")
         if self.kind == "generate":
             if not self.prompt:
                 raise ValueError("`prompt` is required for `kind: generate` (a jinja template over the example `input`)")
@@ -220,6 +249,7 @@ class TrainConfig(BaseModel):
             "early_stopping_patience": self.early_stopping_patience,
             "max_train_examples": self.max_train_examples,
             **({"max_new_tokens": self.max_new_tokens} if self.kind == "generate" else {}),
+            **({"choose_threshold": self.choose_threshold.model_dump()} if self.choose_threshold else {}),
         }
 
     @property
@@ -244,7 +274,7 @@ class TrainConfig(BaseModel):
 
     def run_hash(self) -> str:
         """Identifies config + data: a checkpoint is resumed only by a run with the same hash."""
-        cfg = self.model_dump(mode="json", exclude={"output_dir", "max_test_examples", "max_new_tokens"})
+        cfg = self.model_dump(mode="json", exclude={"output_dir", "max_test_examples", "max_new_tokens", "choose_threshold"})
         blob = json.dumps({"config": cfg, "data": self.data_hash()}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

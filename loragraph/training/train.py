@@ -75,6 +75,7 @@ class TrainOutcome:
     labels: list[str]
     head: Any  # HeadConfig | None
     metrics: dict[str, float]
+    threshold: float | None = None  # classify with `choose_threshold`: the chosen guardrail threshold
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int = 0
     stopped_early: bool = False
@@ -463,6 +464,7 @@ def publish_outcome(config: TrainConfig, base: LoadedBase, outcome: TrainOutcome
         "data_hash": config.data_hash(),
         "hyperparameters": hyper,
         "metrics": outcome.metrics,
+        "threshold": outcome.threshold,
         "parent": None,
         "method": config.method,
     }
@@ -498,7 +500,13 @@ def train(
     if config.kind == "classify":
         from loragraph.training.classify import train_classify
 
-        outcome = train_classify(config, base, train_set, validation_set, test_set, labels or [], run=run, resume=resume, on_epoch_end=on_epoch_end)
+        threshold_set = None  # the threshold is chosen on the whole validation split, not the capped one
+        if config.choose_threshold is not None and config.max_eval_examples is not None:
+            threshold_set = load_splits(config.model_copy(update={"max_eval_examples": None}))[1]
+        outcome = train_classify(
+            config, base, train_set, validation_set, test_set, labels or [],
+            run=run, resume=resume, on_epoch_end=on_epoch_end, threshold_set=threshold_set,
+        )
     elif config.kind == "tag":
         from loragraph.training.tag import train_tag
 

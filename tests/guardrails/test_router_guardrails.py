@@ -87,3 +87,24 @@ def test_batch_summary_counts_each_guardrails_failures(world: dict[str, Any], tm
     passing = _router(world, tmp_path, "    threshold: 1.0")
     summary = run_file(passing, src, tmp_path / "out.jsonl")
     assert summary.guardrails == {"guard_in": [0, 3]} and summary.statuses == {"ok": 3}
+
+
+def test_a_step_without_threshold_uses_the_one_stored_with_the_version(world: dict[str, Any], tmp_path: Path) -> None:
+    from loragraph.router.router import Router
+    from loragraph.testing import publish_random_adapter
+
+    router = _router(world, tmp_path, "    policy: block")
+    assert router.spec.stages["guard_in"].threshold is None
+    first = router.run(DOC)
+    assert first.verdicts[0].threshold == 0.5  # the version stores none: the default
+    # a new guardrail version, promoted, brings its own threshold: 0.0 flags everything
+    stored = publish_random_adapter(world["registry"], world["base"], "guard_input", "classify", labels=["safe", "attack"], seed=5, threshold=0.0)
+    world["registry"].promote("guard_input", stored.version)
+    try:
+        result = Router.from_yaml(tmp_path / "pipeline.yaml", registry=world["registry"], base=world["base"]).run(DOC)
+        assert result.verdicts[0].threshold == 0.0 and result.status == "blocked"
+        # a threshold in the step wins over the stored one
+        given = _router(world, tmp_path, "    policy: block\n    threshold: 1.0").run(DOC)
+        assert given.verdicts[0].threshold == 1.0 and given.status == "ok"
+    finally:
+        world["registry"].rollback("guard_input")

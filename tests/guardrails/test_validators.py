@@ -144,3 +144,15 @@ def test_import_never_downloads_nltk_data() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert "calls 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_validator_without_threshold_uses_the_stored_one(tiny_host: tuple[Any, Any], tmp_path: Path) -> None:
+    from loragraph.testing import publish_random_adapter
+
+    host, version = tiny_host
+    assert InputGuardrail(host, version).threshold == 0.5  # nothing stored: the default
+    stored = publish_random_adapter(host.registry, host.base, "guard_stored", "classify", labels=["safe", "attack"], seed=3, threshold=0.0)
+    guard = make_guard(InputGuardrail(host, "guard_stored", on_fail="noop"))
+    outcome = guard.validate("Where is my order #A-48213?")
+    assert not outcome.validation_passed  # 0.0 flags everything
+    assert InputGuardrail(host, stored.ref, threshold=1.0).threshold == 1.0  # a given threshold wins

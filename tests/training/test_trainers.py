@@ -356,3 +356,32 @@ def test_qlora_classify_on_the_bundled_nf4_base(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert _lora_b_norm(version) > 0
     assert version.manifest.quantization == "nf4" and version.manifest.base_fingerprint == base.fingerprint
+
+
+def test_classify_chooses_its_guardrail_threshold_on_the_whole_validation_split(tmp_path: Path, tiny_base_path: Path) -> None:
+    from loragraph.adapters.host import AdapterHost
+    from loragraph.guardrails.evaluate import choose_threshold, score_rows
+
+    cfg = make_config(
+        tmp_path, tiny_base_path, "classify", epochs=1, max_eval_examples=2,
+        choose_threshold={"max_fpr": 0.2, "flag_labels": ["refund_request"]},
+    )
+    registry = Registry(tmp_path / "r")
+    version = train(cfg, registry=registry)
+    stored = version.manifest.threshold
+    assert stored is not None and 0.0 <= stored <= 1.0
+    assert version.manifest.hyperparameters["choose_threshold"] == {"max_fpr": 0.2, "flag_labels": ["refund_request"]}
+    assert version.manifest.metrics["threshold_validation_fpr"] <= 0.2
+    # the served adapter, scored on all 6 validation rows (not the 2 of `max_eval_examples`), gives the same threshold
+    host = AdapterHost(load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32")), registry)
+    rows = [json.loads(line) for line in cfg.data.validation.read_text().splitlines()]  # type: ignore[union-attr]
+    scores, _ = score_rows(lambda t: host.classify(version, list(t)), [r["text"] for r in rows], flag_labels=["refund_request"])
+    again = choose_threshold(scores, [r["label"] for r in rows], max_fpr=0.2, flag_labels=["refund_request"])
+    assert again == pytest.approx(stored, abs=1e-4)
+
+
+def test_choose_threshold_is_only_for_classify(tmp_path: Path, tiny_base_path: Path) -> None:
+    with pytest.raises(ValueError, match="`choose_threshold` is only for `kind: classify`"):
+        make_config(tmp_path, tiny_base_path, "tag", choose_threshold={"max_fpr": 0.03})
+    with pytest.raises(ValueError, match=r"`choose_threshold.flag_labels` \['spam'\] are not in `labels`"):
+        make_config(tmp_path, tiny_base_path, "classify", labels=["refund_request", "order_status"], choose_threshold={"flag_labels": ["spam"]})
