@@ -105,10 +105,13 @@ def rates(
 def choose_threshold(
     scores: Sequence[float], gold: Sequence[str], *, max_fpr: float = 0.03, flag_labels: Sequence[str] | None = None
 ) -> float:
-    """The lowest threshold whose FPR on these rows is at most ``max_fpr`` (maximises TPR).
+    """The threshold with the highest TPR on these rows whose FPR is at most ``max_fpr``.
 
-    Allows ``floor(max_fpr * negatives)`` false positives: the threshold sits just above the
-    next-highest safe score, so exactly those stay below the limit.
+    ``floor(max_fpr * negatives)`` safe rows may score above it, so it must sit above the
+    next-highest safe score (``cut``). Every threshold between ``cut`` and the lowest flagged
+    score above ``cut`` gives that same TPR (and no more false positives): the one returned
+    is halfway between them, the largest margin on both sides. (The lowest one, just above
+    ``cut``, would flag nearly everything when the classes separate cleanly.)
     """
     if not 0.0 <= max_fpr < 1.0:
         raise ConfigError(f"`max_fpr` must be in [0, 1), got {max_fpr}")
@@ -119,7 +122,11 @@ def choose_threshold(
     if allowed >= len(negatives):
         return 0.0
     cut = negatives[allowed]
-    return float(min(1.0, math.nextafter(cut, math.inf)))
+    flagged = [s for s, g in zip(scores, gold, strict=True) if _positive(g, flag_labels) and s > cut]
+    if not flagged:
+        return float(min(1.0, math.nextafter(cut, math.inf)))
+    middle = (cut + min(flagged)) / 2
+    return float(min(1.0, middle if middle > cut else math.nextafter(cut, math.inf)))
 
 
 def _grouped(

@@ -24,9 +24,17 @@ def test_choose_threshold_keeps_fpr_within_the_limit() -> None:
     t = choose_threshold(scores, gold, max_fpr=0.03)
     r = rates(scores, gold, t)
     assert r.fpr is not None and r.fpr <= 0.03
-    assert r.false_positives == 3  # uses the whole allowance: the lowest such threshold
-    assert 0.96 < t <= 0.97
-    assert choose_threshold(scores, gold, max_fpr=0.0) > 0.99
+    assert r.true_positives == 1  # the most any threshold within the FPR limit (above 0.96) flags
+    assert t == pytest.approx((0.96 + 0.995) / 2)  # halfway between the cut and the lowest attack above it
+    assert 0.99 < choose_threshold(scores, gold, max_fpr=0.0) < 0.995
+
+
+def test_choose_threshold_keeps_a_margin_when_the_classes_separate() -> None:
+    scores = [0.0001, 0.0002, 0.001, 0.002, 0.01, 0.8, 0.9]
+    gold = ["safe"] * 5 + ["attack"] * 2
+    t = choose_threshold(scores, gold, max_fpr=0.03)  # no false positive allowed: cut = 0.01
+    assert t == pytest.approx((0.01 + 0.8) / 2)  # not just above 0.01, which would flag near-zero scores
+    assert rates(scores, gold, t).tpr == 1.0
     with pytest.raises(ConfigError, match="`max_fpr`"):
         choose_threshold(scores, gold, max_fpr=1.5)
     with pytest.raises(ConfigError, match="safe"):
