@@ -3,8 +3,8 @@
 A row is *positive* when its label is flagged (default: every label but ``safe``); the
 guardrail flags it when the flagged probability (``policy.flagged_score``) is at or above
 the threshold. ``choose_threshold`` picks the threshold on a validation split (never the
-test split): the lowest threshold whose FPR stays within ``max_fpr``, which maximises TPR
-under that constraint.
+test split): the highest TPR whose FPR stays within ``max_fpr``, with the largest margin
+(see there).
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ class LoraSettings(BaseModel):
 class ThresholdChoice(BaseModel):
     """How a classify adapter used as a guardrail chooses its threshold after training.
 
-    On every row of the validation split: the lowest flagged-probability threshold whose
-    false-positive rate stays within ``max_fpr`` (``guardrails.evaluate.choose_threshold``).
+    On every row of the validation split: the flagged-probability threshold with the highest
+    TPR whose false-positive rate stays within ``max_fpr`` (``guardrails.evaluate.choose_threshold``).
     The manifest stores it; a guardrail step or validator without its own ``threshold``
     uses it, so a retrained guardrail brings its own threshold.
     """
