@@ -48,19 +48,29 @@ def predict_classify(
 
 
 def choose_threshold_on(
-    logits: torch.Tensor, gold: Sequence[str], labels: Sequence[str], *, max_fpr: float, flag_labels: Sequence[str] | None
+    predicted: Sequence[str],
+    logits: torch.Tensor,
+    gold: Sequence[str],
+    labels: Sequence[str],
+    *,
+    max_fpr: float,
+    flag_labels: Sequence[str] | None,
 ) -> tuple[float, dict[str, float]]:
     """The guardrail threshold chosen on these rows (``guardrails.evaluate.choose_threshold``)
-    and its rates there: ``(threshold, {"threshold_validation_tpr", "threshold_validation_fpr"})``."""
+    and its rates there: ``(threshold, {"threshold_validation_fpr", "threshold_validation_tpr"})``
+    (no TPR when the rows have no flagged label). ``predicted``/``logits``: ``predict_classify``."""
     from loragraph.guardrails.evaluate import choose_threshold, rates
     from loragraph.guardrails.policy import flagged_score
 
     flags = list(flag_labels) if flag_labels is not None else None
     probs = logits.float().softmax(-1).tolist()
-    scores = [flagged_score({"label": labels[max(range(len(p)), key=p.__getitem__)], "scores": dict(zip(labels, p, strict=True))}, flags)[1] for p in probs]
-    threshold = choose_threshold(scores, gold, max_fpr=max_fpr, flag_labels=flags)
+    scores = [
+        flagged_score({"label": label, "scores": dict(zip(labels, p, strict=True))}, flags)[1]
+        for label, p in zip(predicted, probs, strict=True)
+    ]
+    threshold = choose_threshold(scores, gold, max_fpr=max_fpr, flag_labels=flags)  # raises without safe rows
     at = rates(scores, gold, threshold, flag_labels=flags)
-    measured = {"threshold_validation_fpr": float(at.fpr if at.fpr is not None else float("nan"))}
+    measured = {"threshold_validation_fpr": float(at.fpr or 0.0)}
     if at.tpr is not None:
         measured["threshold_validation_tpr"] = float(at.tpr)
     return threshold, measured
@@ -127,9 +137,9 @@ def train_classify(
         threshold = None
         if config.choose_threshold is not None:
             rows = list(threshold_set if threshold_set is not None else validation_set)
-            _, logits = predict_classify(model, head, tokenizer, [e.text for e in rows], max_length=config.max_length, labels=labels)
+            predicted, logits = predict_classify(model, head, tokenizer, [e.text for e in rows], max_length=config.max_length, labels=labels)
             threshold, measured = choose_threshold_on(
-                logits, [e.label for e in rows], labels,
+                predicted, logits, [e.label for e in rows], labels,
                 max_fpr=config.choose_threshold.max_fpr, flag_labels=config.choose_threshold.flag_labels,
             )
             metrics.update(measured)
