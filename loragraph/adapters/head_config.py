@@ -13,8 +13,9 @@ __all__ = ["HEAD_FILE", "HeadConfig", "Lookahead", "Pooling"]
 HEAD_FILE = "head.safetensors"
 """File name of a head inside an adapter folder."""
 
-Pooling = Literal["last", "mean"]
-"""What a classify head reads: the last real token's hidden state, or the mean over the real tokens."""
+Pooling = Literal["last", "mean", "attention"]
+"""What a classify head reads: the last real token's hidden state, the mean over the real tokens,
+or an attention-weighted mean whose per-token weights the head learns."""
 
 Lookahead = Annotated[int, Field(ge=0, le=4)]
 """How many following tokens' hidden states a tag head reads beside each token's own."""
@@ -39,8 +40,9 @@ class HeadConfig(BaseModel):
     )
     pooling: Pooling = Field(
         "last",
-        description="classify: what the `Linear` reads: the hidden state of the last real token (`last`) "
-        "or the mean over the real tokens (`mean`); unused by tag heads.",
+        description="classify: what the `Linear` reads: the hidden state of the last real token (`last`), "
+        "the mean over the real tokens (`mean`), or a mean weighted by a learned score per token "
+        "(`attention`); unused by tag heads.",
     )
     lookahead: Lookahead = Field(
         0,

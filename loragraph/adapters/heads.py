@@ -4,7 +4,8 @@ A classify or tag adapter is a causal-LM LoRA (PEFT format) plus its own small h
 stored beside it as ``head.safetensors``. The head reads the last hidden state of the
 transformer body (no ``lm_head``, no decoding):
 
-- ``ClassifyHead``: dropout + ``Linear`` on the hidden state of the last real token;
+- ``ClassifyHead``: dropout + ``Linear`` on the pooled hidden state (last real token, mean,
+  or a learned attention-weighted mean);
 - ``TagHead``: ``Linear`` on every token's hidden state -> BIO tag logits.
 
 Heads always compute in fp32, whatever the base's compute dtype.
@@ -17,6 +18,8 @@ at run time exactly the inputs it was trained on:
   position ids from the mask (left padding), on a ``PeftModel`` (active LoRA, or a mixed
   batch with ``adapter_names=``) or a plain model;
 - ``pool_last(hidden, mask)``: the hidden state of each row's last real token;
+- ``pool_mean(hidden, mask)`` / ``pool_attention(hidden, mask, scores)``: the (weighted) mean
+  over each row's real tokens;
 - ``spans_to_tag_ids`` / ``tag_ids_to_spans``: char spans <-> BIO tag ids per token.
 """
 
@@ -42,10 +45,12 @@ __all__ = [
     "Head",
     "HeadConfig",
     "TagHead",
+    "attention_weights",
     "body_hidden_states",
     "build_head",
     "encode",
     "load_head",
+    "pool_attention",
     "pool_last",
     "pool_mean",
     "position_ids_from_mask",
@@ -61,7 +66,12 @@ IGNORE_INDEX = -100
 
 
 class ClassifyHead(nn.Module):
-    """Dropout + ``Linear`` on the pooled hidden state (``config.pooling``: last token or mean); fp32."""
+    """Dropout + ``Linear`` on the pooled hidden state (``config.pooling``); fp32.
+
+    ``attention`` pooling adds ``attend``, a ``Linear(hidden, 1)`` scoring each token; the
+    softmax of the scores over the real tokens weights the mean. It starts at zero, so a
+    new head pools exactly like ``mean`` and learns which tokens decide the label (in a
+    message with two asks, the tokens of the main one)."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -70,12 +80,29 @@ class ClassifyHead(nn.Module):
         self.config = config
         self.dropout = nn.Dropout(config.dropout)
         self.linear = nn.Linear(config.hidden_size, config.num_outputs, dtype=torch.float32)
+        self.attend: nn.Linear | None = None
+        if config.pooling == "attention":
+            self.attend = nn.Linear(config.hidden_size, 1, dtype=torch.float32)
+            nn.init.zeros_(self.attend.weight)
+            nn.init.zeros_(self.attend.bias)
+
+    def token_weights(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``attention`` pooling: how much each token counts, ``[B, T]`` (rows sum to 1 over real tokens)."""
+        if self.attend is None:
+            raise ConfigError(f"`token_weights` needs `pooling: attention`, this head pools by `{self.config.pooling}`")
+        # scaled like attention logits: hidden norms of a causal LM run to ~50, and an
+        # unscaled score would turn one-hot after a few steps at the head's learning rate
+        scores = self.attend(hidden.to(torch.float32)).squeeze(-1) / self.config.hidden_size**0.5
+        return attention_weights(scores, attention_mask)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``hidden [B, T, H]``, ``attention_mask [B, T]`` -> logits ``[B, labels]``."""
-        pool = pool_mean if self.config.pooling == "mean" else pool_last
-        pooled = pool(hidden, attention_mask).to(self.linear.weight.dtype)
-        return self.linear(self.dropout(pooled))
+        if self.attend is not None:
+            pooled = pool_attention(hidden, attention_mask, self.token_weights(hidden, attention_mask))
+        else:
+            pool = pool_mean if self.config.pooling == "mean" else pool_last
+            pooled = pool(hidden, attention_mask)
+        return self.linear(self.dropout(pooled.to(self.linear.weight.dtype)))
 
 
 class TagHead(nn.Module):
@@ -233,6 +260,22 @@ def pool_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     if bool((counts == 0).any()):
         raise InputError("a row of the batch has no tokens (empty text)")
     return (hidden.to(torch.float32) * mask).sum(dim=1) / counts
+
+
+def attention_weights(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of per-token ``scores [B, T]`` over each row's real tokens (pads get 0)."""
+    real = attention_mask.bool()
+    if bool((~real.any(dim=1)).any()):
+        raise InputError("a row of the batch has no tokens (empty text)")
+    return torch.softmax(scores.to(torch.float32).masked_fill(~real, float("-inf")), dim=-1)
+
+
+def pool_attention(hidden: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of each row's hidden states: ``[B, T, H]`` x ``weights [B, T]`` -> ``[B, H]`` (fp32).
+
+    ``weights`` must be 0 on padding (``attention_weights`` makes them so)."""
+    weights = weights.to(torch.float32).masked_fill(~attention_mask.bool(), 0.0)
+    return torch.einsum("bt,bth->bh", weights, hidden.to(torch.float32))
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:

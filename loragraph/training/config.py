@@ -135,8 +135,9 @@ class TrainConfig(BaseModel):
     )
     pooling: Pooling = Field(
         "last",
-        description="classify: the head reads the last real token's hidden state (`last`) or the mean "
-        "over the real tokens (`mean`)",
+        description="classify: the head reads the last real token's hidden state (`last`), the mean "
+        "over the real tokens (`mean`), or a mean weighted by a score per token the head learns "
+        "(`attention`: starts as `mean`, learns which part of a message decides the label)",
     )
     lookahead: Lookahead = Field(
         0,

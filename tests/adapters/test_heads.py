@@ -16,6 +16,7 @@ from loragraph.adapters.heads import (
     build_head,
     encode,
     load_head,
+    pool_attention,
     pool_last,
     pool_mean,
     save_head,
@@ -104,6 +105,35 @@ def test_mean_pooling_reads_real_tokens_only(tmp_path: Path) -> None:
     assert loaded.config.pooling == "mean"
     assert torch.allclose(loaded(hidden, mask), head(hidden, mask))
     assert HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8).pooling == "last"  # old manifests
+
+
+def test_attention_pooling_starts_as_mean_and_learns_which_tokens_count(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    config = HeadConfig(kind="classify", labels=["a", "b"], hidden_size=8, dropout=0.0, pooling="attention")
+    head = build_head(config)
+    assert isinstance(head, ClassifyHead) and head.attend is not None
+    # a new head weights every real token alike: exactly mean pooling
+    assert torch.allclose(head(hidden, mask), head.linear(pool_mean(hidden, mask)), atol=1e-6)
+    # a scorer that prefers one token makes the pooled state lean to it; pads get no weight
+    with torch.no_grad():
+        head.attend.weight.copy_(hidden[0, 3] * 50)
+    weights = head.token_weights(hidden, mask)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(2))
+    assert torch.equal(weights[0, :2], torch.zeros(2))
+    assert int(weights[0].argmax()) == 3 and float(weights[0, 3]) > 0.5
+    noisy = hidden.clone()
+    noisy[0, :2] = 1e4
+    assert torch.allclose(head(noisy, mask), head(hidden, mask))  # padding is never read
+    assert torch.allclose(pool_attention(hidden, mask, weights)[1], (weights[1].unsqueeze(-1) * hidden[1]).sum(0))
+    loaded = load_head(save_head(head, tmp_path))
+    assert loaded.config.pooling == "attention"
+    assert torch.allclose(loaded(hidden, mask), head(hidden, mask))
+    with pytest.raises(InputError):
+        head(hidden[:1], torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ConfigError, match="pooling: attention"):
+        build_head(config.model_copy(update={"pooling": "mean"})).token_weights(hidden, mask)  # type: ignore[union-attr]
 
 
 def test_tag_lookahead_reads_the_next_tokens_only(tmp_path: Path) -> None:

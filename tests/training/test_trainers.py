@@ -285,15 +285,21 @@ def test_base_quantization_must_match(tmp_path: Path, tiny_base_path: Path) -> N
         train(cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="bf16")}), base=base)
 
 
-def test_mean_pooling_is_trained_stored_and_served(tmp_path: Path, tiny_base_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_pooling_is_trained_stored_and_served(tmp_path: Path, tiny_base_path: Path, pooling: str) -> None:
     from loragraph.adapters.base import BaseSpec, load_base
     from loragraph.adapters.host import AdapterHost
 
-    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1, pooling="mean")
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1, pooling=pooling)
     registry = Registry(tmp_path / "r")
     version = train(cfg, registry=registry)
-    assert version.manifest.head is not None and version.manifest.head.pooling == "mean"
-    assert version.manifest.hyperparameters["pooling"] == "mean"
+    assert version.manifest.head is not None and version.manifest.head.pooling == pooling
+    assert version.manifest.hyperparameters["pooling"] == pooling
+    if pooling == "attention":  # the scorer was trained: it no longer weights every token alike
+        from loragraph.adapters.heads import load_head
+
+        attend = load_head(version.path, version.manifest.head).attend
+        assert attend is not None and float(attend.weight.abs().sum()) > 0
     host = AdapterHost(load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32")), registry)
     text = "where is my order"
     padded = host.classify(version, [text, text + " please, it has been two weeks and nothing came"])[0]
