@@ -129,12 +129,13 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
     return get_peft_model(model, config)
 
 
-def load_splits(config: TrainConfig) -> tuple[Any, Any, Any, list[str] | None]:
+def load_splits(config: TrainConfig, *, cap_validation: bool = True) -> tuple[Any, Any, Any, list[str] | None]:
     """Load and validate train/validation/test (``DataError`` names file:line); no leakage.
 
     Returns ``(train, validation, test, labels)`` as lists of examples; validation is
     carved from train (the last 10% after a seeded shuffle) when the config has none; the
-    train split is capped by ``max_train_examples``; labels are the config's or inferred.
+    train split is capped by ``max_train_examples``, validation by ``max_eval_examples``
+    unless ``cap_validation`` is false; labels are the config's or inferred.
     """
     from loragraph.training.data import check_splits, load_examples
 
@@ -157,7 +158,7 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, Any, list[str] | None]:
     if config.max_train_examples is not None and len(train) > config.max_train_examples:
         train = rng.sample(train, config.max_train_examples)
     test = list(test_data.examples) if test_data is not None else None
-    if config.max_eval_examples is not None:
+    if cap_validation and config.max_eval_examples is not None:
         validation = validation[: config.max_eval_examples]
     max_test = config.max_test_examples or config.max_eval_examples
     if max_test is not None and test is not None:
@@ -489,7 +490,14 @@ def train(
     if not isinstance(config, TrainConfig):
         config = load_train_config(find_config(config))
     started = time.perf_counter()
-    train_set, validation_set, test_set, labels = load_splits(config)
+    # a guardrail's threshold is chosen on the whole validation split, early stopping reads the capped one
+    whole_validation = config.kind == "classify" and config.choose_threshold is not None
+    train_set, validation_set, test_set, labels = load_splits(config, cap_validation=not whole_validation)
+    threshold_set = None
+    if whole_validation:
+        threshold_set = validation_set
+        if config.max_eval_examples is not None:
+            validation_set = validation_set[: config.max_eval_examples]
     if base is None:
         base = load_base(config.base, trainable=True)
     elif base.spec.quantization != config.base.quantization:
@@ -500,9 +508,6 @@ def train(
     if config.kind == "classify":
         from loragraph.training.classify import train_classify
 
-        threshold_set = None  # the threshold is chosen on the whole validation split, not the capped one
-        if config.choose_threshold is not None and config.max_eval_examples is not None:
-            threshold_set = load_splits(config.model_copy(update={"max_eval_examples": None}))[1]
         outcome = train_classify(
             config, base, train_set, validation_set, test_set, labels or [],
             run=run, resume=resume, on_epoch_end=on_epoch_end, threshold_set=threshold_set,
