@@ -18,8 +18,8 @@ at run time exactly the inputs it was trained on:
   position ids from the mask (left padding), on a ``PeftModel`` (active LoRA, or a mixed
   batch with ``adapter_names=``) or a plain model;
 - ``pool_last(hidden, mask)``: the hidden state of each row's last real token;
-- ``pool_mean(hidden, mask)`` / ``pool_attention(hidden, mask, scores)``: the (weighted) mean
-  over each row's real tokens;
+- ``pool_mean(hidden, mask)`` / ``pool_attention(hidden, weights)``: the (weighted) mean
+  over each row's real tokens (``attention_weights(scores, mask)``: softmax over them);
 - ``spans_to_tag_ids`` / ``tag_ids_to_spans``: char spans <-> BIO tag ids per token.
 """
 
@@ -98,7 +98,7 @@ class ClassifyHead(nn.Module):
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``hidden [B, T, H]``, ``attention_mask [B, T]`` -> logits ``[B, labels]``."""
         if self.attend is not None:
-            pooled = pool_attention(hidden, attention_mask, self.token_weights(hidden, attention_mask))
+            pooled = pool_attention(hidden, self.token_weights(hidden, attention_mask))
         else:
             pool = pool_mean if self.config.pooling == "mean" else pool_last
             pooled = pool(hidden, attention_mask)
@@ -243,39 +243,41 @@ def body_hidden_states(
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+def _require_tokens(attention_mask: torch.Tensor) -> None:
+    """Every pooling needs at least one real token per row."""
+    if bool((~attention_mask.bool().any(dim=1)).any()):
+        raise InputError("a row of the batch has no tokens (empty text)")
+
+
 def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Hidden state of each row's last real token: ``[B, T, H]`` -> ``[B, H]`` (left or right padding)."""
+    _require_tokens(attention_mask)
     batch, length = attention_mask.shape
     positions = torch.arange(length, device=attention_mask.device).expand(batch, length)
     last = torch.where(attention_mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
-    if bool((last < 0).any()):
-        raise InputError("a row of the batch has no tokens (empty text)")
     return hidden[torch.arange(batch, device=hidden.device), last]
 
 
 def pool_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean hidden state over each row's real tokens: ``[B, T, H]`` -> ``[B, H]`` (fp32 sums)."""
+    _require_tokens(attention_mask)
     mask = attention_mask.to(torch.float32).unsqueeze(-1)
     counts = mask.sum(dim=1)
-    if bool((counts == 0).any()):
-        raise InputError("a row of the batch has no tokens (empty text)")
     return (hidden.to(torch.float32) * mask).sum(dim=1) / counts
 
 
 def attention_weights(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Softmax of per-token ``scores [B, T]`` over each row's real tokens (pads get 0)."""
+    _require_tokens(attention_mask)
     real = attention_mask.bool()
-    if bool((~real.any(dim=1)).any()):
-        raise InputError("a row of the batch has no tokens (empty text)")
     return torch.softmax(scores.to(torch.float32).masked_fill(~real, float("-inf")), dim=-1)
 
 
-def pool_attention(hidden: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def pool_attention(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum of each row's hidden states: ``[B, T, H]`` x ``weights [B, T]`` -> ``[B, H]`` (fp32).
 
     ``weights`` must be 0 on padding (``attention_weights`` makes them so)."""
-    weights = weights.to(torch.float32).masked_fill(~attention_mask.bool(), 0.0)
-    return torch.einsum("bt,bth->bh", weights, hidden.to(torch.float32))
+    return torch.einsum("bt,bth->bh", weights.to(torch.float32), hidden.to(torch.float32))
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:

@@ -490,14 +490,11 @@ def train(
     if not isinstance(config, TrainConfig):
         config = load_train_config(find_config(config))
     started = time.perf_counter()
-    # a guardrail's threshold is chosen on the whole validation split, early stopping reads the capped one
-    whole_validation = config.kind == "classify" and config.choose_threshold is not None
-    train_set, validation_set, test_set, labels = load_splits(config, cap_validation=not whole_validation)
+    # a guardrail's threshold (classify only) is chosen on the whole validation split, early stopping reads the capped one
+    train_set, validation_set, test_set, labels = load_splits(config, cap_validation=config.choose_threshold is None)
     threshold_set = None
-    if whole_validation:
-        threshold_set = validation_set
-        if config.max_eval_examples is not None:
-            validation_set = validation_set[: config.max_eval_examples]
+    if config.choose_threshold is not None:
+        threshold_set, validation_set = validation_set, validation_set[: config.max_eval_examples]
     if base is None:
         base = load_base(config.base, trainable=True)
     elif base.spec.quantization != config.base.quantization:

@@ -126,7 +126,7 @@ def test_attention_pooling_starts_as_mean_and_learns_which_tokens_count(tmp_path
     noisy = hidden.clone()
     noisy[0, :2] = 1e4
     assert torch.allclose(head(noisy, mask), head(hidden, mask))  # padding is never read
-    assert torch.allclose(pool_attention(hidden, mask, weights)[1], (weights[1].unsqueeze(-1) * hidden[1]).sum(0))
+    assert torch.allclose(pool_attention(hidden, weights)[1], (weights[1].unsqueeze(-1) * hidden[1]).sum(0))
     loaded = load_head(save_head(head, tmp_path))
     assert loaded.config.pooling == "attention"
     assert torch.allclose(loaded(hidden, mask), head(hidden, mask))
