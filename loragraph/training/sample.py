@@ -619,7 +619,7 @@ def _compose(
         b.template(rng.choice(T.GREETINGS))
         b.text("\n\n")
         if rng.random() < 0.6 or long:
-            b.template(rng.choice(T.OPENERS))
+            b.template(rng.choice(T.NEUTRAL_OPENERS if intent == "other" else T.OPENERS))
             b.text(" ")
         if long:
             for line in rng.sample(T.BACKSTORY, rng.randint(2, 3)):
