@@ -230,6 +230,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.data,
         max_examples=args.max_examples,
         max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         compare_base=not args.no_base,
     )
     if args.json:
@@ -267,6 +269,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generate: tokens per answer (default: as trained)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="generate: as the stage field (default 1.0: off)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="generate: as the stage field (default 0: off)")
     p.add_argument("--no-base", action="store_true", help="generate: skip the base-alone comparison")
     p.add_argument("--errors", type=int, default=0, metavar="N", help="classify/tag: print the first N wrong examples with file:line (all are in --json)")
     p.set_defaults(handler=cmd_eval)

@@ -433,17 +433,26 @@ class AdapterHost:
         *,
         system: str | None = None,
         max_new_tokens: int = 128,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> list[Generation]:
         """Greedy chat completion of each prompt (the user message), batched with left padding.
 
         ``adapter=None`` runs the base alone (peft's ``disable_adapter``). ``system``
-        defaults to the adapter's trained system message, if any.
+        defaults to the adapter's trained system message, if any. ``repetition_penalty``
+        (> 1 penalises tokens already generated) and ``no_repeat_ngram_size`` (> 0 bans
+        repeating an n-gram) look at the generated tokens only, never the prompt: a summary
+        may copy an order number from the document, but not loop on its own output.
         """
         from transformers import GenerationConfig
 
         prompts = _as_texts(prompts, field="prompts")
         if max_new_tokens < 1:
             raise ConfigError(f"`max_new_tokens` must be at least 1, got {max_new_tokens}")
+        if repetition_penalty < 1.0:
+            raise ConfigError(f"`repetition_penalty` must be at least 1.0 (1.0 is off), got {repetition_penalty}")
+        if no_repeat_ngram_size < 0:
+            raise ConfigError(f"`no_repeat_ngram_size` must be at least 0 (0 is off), got {no_repeat_ngram_size}")
         tok = self.base.tokenizer
         eos = self._eos_ids()
         config = GenerationConfig(
@@ -476,15 +485,17 @@ class AdapterHost:
                         f"prompt of {longest} tokens + `max_new_tokens` {max_new_tokens} exceeds the base's "
                         f"context length {self.context_length}"
                     )
+                processors = repetition_processors(ids.shape[1], repetition_penalty, no_repeat_ngram_size)
+                kwargs = {"input_ids": ids, "attention_mask": mask, "generation_config": config, "logits_processor": processors}
                 with torch.inference_mode():
                     if mounted is not None:
                         self._activate(mounted)
-                        generated = self._peft.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                        generated = self._peft.generate(**kwargs)
                     elif self._peft is not None:
                         with self._peft.disable_adapter():
-                            generated = self._peft.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                            generated = self._peft.generate(**kwargs)
                     else:
-                        generated = self.base.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                        generated = self.base.model.generate(**kwargs)
                 new = generated[:, ids.shape[1] :].cpu()
                 for row in range(new.shape[0]):
                     tokens = new[row].tolist()
@@ -498,6 +509,35 @@ class AdapterHost:
                         )
                     )
         return out
+
+
+def repetition_processors(prompt_length: int, repetition_penalty: float, no_repeat_ngram_size: int) -> Any:
+    """transformers logits processors that curb repetition in the generated tokens only.
+
+    transformers' own ``repetition_penalty``/``no_repeat_ngram_size`` of ``GenerationConfig``
+    also count the prompt (a decoder-only model's ``input_ids`` hold it), so a summary could
+    not repeat an order number it read; here both see the ``input_ids`` after the
+    ``prompt_length`` (left-padded) prompt positions only."""
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+    )
+
+    class _GeneratedNGrams(LogitsProcessor):
+        def __init__(self) -> None:
+            self.ngrams = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size)
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            return self.ngrams(input_ids[:, prompt_length:], scores)
+
+    processors = LogitsProcessorList()
+    if repetition_penalty > 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=prompt_length))
+    if no_repeat_ngram_size > 0:
+        processors.append(_GeneratedNGrams())
+    return processors
 
 
 def _as_texts(texts: Sequence[str], *, field: str = "texts") -> list[str]:

@@ -95,7 +95,7 @@ COMBINE_MODES: dict[str, tuple[str, ...]] = {
 }
 """Allowed ``chunking.combine`` per stage kind; the first one is the default."""
 
-GENERATE_ONLY_FIELDS = ("prompt", "system", "max_new_tokens")
+GENERATE_ONLY_FIELDS = ("prompt", "system", "max_new_tokens", "repetition_penalty", "no_repeat_ngram_size")
 GUARDRAIL_ONLY_FIELDS = ("target", "policy", "threshold", "flag_labels", "fallback", "on_error")
 
 _STAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -327,6 +327,20 @@ class StageSpec(BaseModel):
         "generate stage). Default: generate reads everything before it, classify/tag read `text`",
     )
     max_new_tokens: int = Field(128, ge=1, le=4096, description="generate: most tokens to decode")
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="generate: divides the score of every token already generated (1.0: off; 1.1-1.3 "
+        "curbs loops). Only the generated text counts: copying from the prompt is never penalised",
+    )
+    no_repeat_ngram_size: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="generate: never generate the same n tokens twice (0: off; 3-4 stops a looping "
+        "line). Only the generated text counts: the prompt's n-grams can still be copied once",
+    )
     chunking: ChunkingSpec | None = Field(
         None,
         description="split long documents into chunks and combine the results; absent = one pass",

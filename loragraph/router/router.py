@@ -53,6 +53,11 @@ class _Doc:
     reply_fixed: bool = False  # a guardrail decided the reply (refusal or fallback)
 
 
+def _repetition(spec: Any) -> dict[str, Any]:
+    """A generate stage's repetition settings, as ``AdapterHost.generate`` keywords."""
+    return {"repetition_penalty": float(spec.repetition_penalty), "no_repeat_ngram_size": int(spec.no_repeat_ngram_size)}
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -365,7 +370,7 @@ class Router:
         info: list[dict[str, Any]] = [{} for _ in docs]
         batch = [i for i, ok in enumerate(whole) if ok]
         if batch:
-            gens = self.host.generate(version, [prompts[i] for i in batch], system=system, max_new_tokens=max_new)
+            gens = self.host.generate(version, [prompts[i] for i in batch], system=system, max_new_tokens=max_new, **_repetition(spec))
             for i, g in zip(batch, gens, strict=True):
                 texts[i] = g.text
                 info[i] = {"input_tokens": g.input_tokens, "output_tokens": g.output_tokens, "chunks": 1}
@@ -397,7 +402,9 @@ class Router:
             pieces = [c for _, c in self._chunks(spec, text, room)]
             if spec.chunking is not None and spec.combine == "first":
                 pieces = pieces[:1]
-            gens = self.host.generate(version, [render({**context, "text": p}) for p in pieces], system=system, max_new_tokens=max_new)
+            gens = self.host.generate(
+                version, [render({**context, "text": p}) for p in pieces], system=system, max_new_tokens=max_new, **_repetition(spec)
+            )
             totals["chunks"] += len(pieces)
             totals["input_tokens"] += sum(g.input_tokens for g in gens)
             totals["output_tokens"] += sum(g.output_tokens for g in gens)

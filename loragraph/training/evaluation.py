@@ -114,6 +114,8 @@ def evaluate_adapter(
     host: Any = None,
     max_examples: int | None = None,
     max_new_tokens: int | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     compare_base: bool = True,
 ) -> dict[str, Any]:
     """Mount ``ref`` (``intent`` or ``intent@v3``) on its base and score it on the JSONL ``data``.
@@ -122,7 +124,9 @@ def evaluate_adapter(
     add ``"errors"`` (every wrong example with its ``file:line``: gold and predicted label, or the
     missed and spurious spans), classify also ``"confusions"`` (label -> predicted, most common
     first); for a generate adapter with ``compare_base``, ``"base"`` (the base alone on the same prompts)
-    and ``"gain"`` (adapter minus base, per metric). ``host`` reuses a loaded ``AdapterHost``.
+    and ``"gain"`` (adapter minus base, per metric); both decode with the same
+    ``repetition_penalty``/``no_repeat_ngram_size`` (``AdapterHost.generate``). ``host`` reuses a
+    loaded ``AdapterHost``.
     """
     from loragraph.adapters.registry import Registry
     from loragraph.training.data import load_examples
@@ -174,11 +178,12 @@ def evaluate_adapter(
         prompts = [render_prompt(manifest.prompt, e.input, where=loaded.where(i)) for i, e in enumerate(examples)]
         targets = [e.target for e in examples]
         tokens = max_new_tokens or int(manifest.hyperparameters.get("max_new_tokens", 96))
-        outputs = host.generate(name, prompts, system=manifest.system, max_new_tokens=tokens)
+        decoding = {"max_new_tokens": tokens, "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+        outputs = host.generate(name, prompts, system=manifest.system, **decoding)
         report["metrics"] = score_generate([o.text for o in outputs], targets)
         report["samples"] = [{"prompt": p, "target": t, "output": o.text} for p, t, o in list(zip(prompts, targets, outputs, strict=True))[:3]]
         if compare_base:
-            base_outputs = host.generate(None, prompts, system=manifest.system, max_new_tokens=tokens)
+            base_outputs = host.generate(None, prompts, system=manifest.system, **decoding)
             report["base"] = score_generate([o.text for o in base_outputs], targets)
             report["gain"] = {k: report["metrics"][k] - report["base"][k] for k in report["metrics"]}
             for sample, out in zip(report["samples"], base_outputs, strict=False):

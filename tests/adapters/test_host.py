@@ -334,3 +334,41 @@ def test_mounting_after_inference_leaves_the_4bit_base_intact(tmp_path: Path) ->
     host.classify("a2", TEXTS)
     after = host.classify("a1", TEXTS)
     assert [c.scores for c in after] == [c.scores for c in before]
+
+
+def test_repetition_processors_count_the_generated_tokens_only() -> None:
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from loragraph.adapters.host import repetition_processors
+
+    vocab = 12
+    prompt = [7, 8, 3, 7]  # the prompt says the bigram (7, 8) and token 3
+    # the answer so far ends on 7: transformers' own processor (prompt included) bans 8 after it
+    ids = torch.tensor([[*prompt, 9, 7]])
+    assert NoRepeatNGramLogitsProcessor(2)(ids, torch.zeros(1, vocab))[0, 8] == -float("inf")
+    scores = repetition_processors(len(prompt), 1.0, 2)(ids, torch.zeros(1, vocab))
+    assert torch.isfinite(scores).all()  # copying "7 8" from the prompt once is allowed
+    # once the answer itself said "7 8", saying it again is banned
+    again = torch.tensor([[*prompt, 7, 8, 9, 7]])
+    banned = repetition_processors(len(prompt), 1.0, 2)(again, torch.zeros(1, vocab))
+    assert banned[0, 8] == -float("inf") and torch.isfinite(banned[0, [i for i in range(vocab) if i != 8]]).all()
+    # the penalty divides (positive) scores of generated tokens only: 3 is in the prompt, 9 generated
+    penalised = repetition_processors(len(prompt), 2.0, 0)(torch.tensor([[*prompt, 9]]), torch.ones(1, vocab))
+    assert penalised[0, 9] == 0.5 and penalised[0, 3] == 1.0 and penalised[0, 7] == 1.0
+    assert len(repetition_processors(len(prompt), 1.0, 0)) == 0  # both off: nothing added
+
+
+def test_generate_with_repetition_settings(host: AdapterHost) -> None:
+    prompt = ["Where is my order? " * 3]
+    plain = host.generate(None, prompt, max_new_tokens=24)[0]
+    same = host.generate(None, prompt, max_new_tokens=24, repetition_penalty=1.0, no_repeat_ngram_size=0)[0]
+    assert same == plain  # off is off: exactly greedy decoding
+    # the random tiny base loops greedily on one (special) token, which decodes to nothing
+    assert plain.output_tokens == 24 and plain.text == ""
+    for curbing in ({"no_repeat_ngram_size": 1}, {"repetition_penalty": 2.0}):
+        curbed = host.generate(None, prompt, max_new_tokens=24, **curbing)[0]
+        assert curbed.text != "", curbing  # the loop is broken: other tokens come out
+    with pytest.raises(ConfigError, match=r"`repetition_penalty` must be at least 1\.0"):
+        host.generate(None, prompt, repetition_penalty=0.9)
+    with pytest.raises(ConfigError, match="`no_repeat_ngram_size` must be at least 0"):
+        host.generate(None, prompt, no_repeat_ngram_size=-1)

@@ -324,3 +324,15 @@ def test_empty_when_is_unconditional_and_empty_inputs_are_refused() -> None:
     assert not parse_pipeline(text).edges[0].conditional
     (problem,) = _problems(text.replace("adapter: s}\n  b", "adapter: s, inputs: []}\n  b", 1))
     assert problem.startswith("p.yaml:3: `stages.a.inputs` list should have at least 1 item")
+
+
+def test_repetition_settings_are_generate_fields_with_bounds() -> None:
+    ok = "name: demo\nstages:\n  summary: {kind: generate, adapter: summary, no_repeat_ngram_size: 3, repetition_penalty: 1.2}\n"
+    stage = parse_pipeline(ok, file="p.yaml").stages["summary"]
+    assert (stage.no_repeat_ngram_size, stage.repetition_penalty) == (3, 1.2)
+    (problem,) = _problems("name: demo\nstages:\n  intent: {kind: classify, adapter: intent, no_repeat_ngram_size: 3}\n")
+    assert problem.startswith("p.yaml:3: `stages.intent.no_repeat_ngram_size` is only for `kind: generate`")
+    (problem,) = _problems("name: demo\nstages:\n  summary: {kind: generate, adapter: summary, repetition_penalty: 0.5}\n")
+    assert problem.startswith("p.yaml:3: `stages.summary.repetition_penalty`") and "1" in problem
+    (problem,) = _problems("name: demo\nstages:\n  summary: {kind: generate, adapter: summary, no_repeat_ngram_size: -2}\n")
+    assert problem.startswith("p.yaml:3: `stages.summary.no_repeat_ngram_size`")

@@ -158,3 +158,23 @@ def test_combine_modes() -> None:
     assert combine_classifications([(10, a), (10, b), (10, c)], "max")["label"] == "x"
     assert combine_classifications([(100, a), (1, b), (1, c)], "mean")["label"] == "x"
     assert combine_classifications([(1, b), (100, a)], "first")["label"] == "y"
+
+
+def test_generate_stages_pass_their_repetition_settings(world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "rep.yaml"
+    text = _yaml(world["base"], when="{field: intent.score, op: lt, value: 0}")
+    text = text.replace("    inputs: [text]\n    max_new_tokens: 8\n", "    inputs: [text]\n    max_new_tokens: 8\n    no_repeat_ngram_size: 3\n    repetition_penalty: 1.2\n")
+    path.write_text(text)
+    router = Router.from_yaml(path, registry=world["registry"], base=world["base"])
+    calls: dict[str, dict[str, Any]] = {}
+    real = router.host.generate
+
+    def spy(version: Any, prompts: Any, **kwargs: Any) -> Any:
+        calls[version.ref.split("@")[0]] = kwargs
+        return real(version, prompts, **kwargs)
+
+    monkeypatch.setattr(router.host, "generate", spy)
+    result = router.run(DOC)
+    assert result.status == "ok", result.error
+    assert calls["summary"]["no_repeat_ngram_size"] == 3 and calls["summary"]["repetition_penalty"] == 1.2
+    assert calls["reply"]["no_repeat_ngram_size"] == 0 and calls["reply"]["repetition_penalty"] == 1.0  # defaults: off
