@@ -53,9 +53,13 @@ class _Doc:
     reply_fixed: bool = False  # a guardrail decided the reply (refusal or fallback)
 
 
-def _repetition(spec: Any) -> dict[str, Any]:
-    """A generate stage's repetition settings, as ``AdapterHost.generate`` keywords."""
-    return {"repetition_penalty": float(spec.repetition_penalty), "no_repeat_ngram_size": int(spec.no_repeat_ngram_size)}
+def _decoding(spec: Any) -> dict[str, Any]:
+    """A generate stage's decoding settings, as ``AdapterHost.generate`` keywords."""
+    return {
+        "max_new_tokens": spec.max_new_tokens,
+        "repetition_penalty": spec.repetition_penalty,
+        "no_repeat_ngram_size": spec.no_repeat_ngram_size,
+    }
 
 
 def _new_id() -> str:
@@ -342,12 +346,12 @@ class Router:
             out.append(({"entities": entities}, {"chunks": chunks, "input_tokens": self.host.count_tokens(text)}))
         return out
 
-    def _prompt_parts(self, stage: str, spec: Any, version: Any) -> tuple[str, str | None, int]:
+    def _prompt_parts(self, stage: str, spec: Any, version: Any) -> tuple[str, str | None]:
         template = spec.prompt or getattr(version.manifest, "prompt", None)
         if not template:
             raise StepError("has no `prompt` and its adapter was trained without one", stage=stage)
         system = spec.system if spec.system is not None else getattr(version.manifest, "system", None)
-        return template, system, int(spec.max_new_tokens)
+        return template, system
 
     def _context_for(self, spec: Any, doc: _Doc) -> dict[str, Any]:
         if not spec.inputs:
@@ -357,8 +361,9 @@ class Router:
     def _generate(self, stage: str, spec: Any, version: Any, docs: list[_Doc]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         from loragraph.pipelines.templates import render_prompt
 
-        template, system, max_new = self._prompt_parts(stage, spec, version)
-        budget = self._token_budget(reserve=max_new)
+        template, system = self._prompt_parts(stage, spec, version)
+        decoding = _decoding(spec)
+        budget = self._token_budget(reserve=decoding["max_new_tokens"])
 
         def render(context: dict[str, Any]) -> str:
             return render_prompt(template, context, where=f"stage `{stage}`")
@@ -370,13 +375,13 @@ class Router:
         info: list[dict[str, Any]] = [{} for _ in docs]
         batch = [i for i, ok in enumerate(whole) if ok]
         if batch:
-            gens = self.host.generate(version, [prompts[i] for i in batch], system=system, max_new_tokens=max_new, **_repetition(spec))
+            gens = self.host.generate(version, [prompts[i] for i in batch], system=system, **decoding)
             for i, g in zip(batch, gens, strict=True):
                 texts[i] = g.text
                 info[i] = {"input_tokens": g.input_tokens, "output_tokens": g.output_tokens, "chunks": 1}
         for i, ok in enumerate(whole):
             if not ok:
-                texts[i], info[i] = self._chunked_generate(spec, contexts[i], render, version, system, max_new, budget)
+                texts[i], info[i] = self._chunked_generate(spec, contexts[i], render, version, system, decoding, budget)
         return [({"text": t}, meta) for t, meta in zip(texts, info, strict=True)]
 
     def _chunked_generate(
@@ -386,7 +391,7 @@ class Router:
         render: Callable[[dict[str, Any]], str],
         version: Any,
         system: str | None,
-        max_new: int,
+        decoding: dict[str, Any],
         budget: int,
     ) -> tuple[str, dict[str, Any]]:
         """A document too long for one prompt (or a stage with `chunking`): run the stage on
@@ -402,9 +407,7 @@ class Router:
             pieces = [c for _, c in self._chunks(spec, text, room)]
             if spec.chunking is not None and spec.combine == "first":
                 pieces = pieces[:1]
-            gens = self.host.generate(
-                version, [render({**context, "text": p}) for p in pieces], system=system, max_new_tokens=max_new, **_repetition(spec)
-            )
+            gens = self.host.generate(version, [render({**context, "text": p}) for p in pieces], system=system, **decoding)
             totals["chunks"] += len(pieces)
             totals["input_tokens"] += sum(g.input_tokens for g in gens)
             totals["output_tokens"] += sum(g.output_tokens for g in gens)
