@@ -6,15 +6,21 @@ causal LM with a completion-only loss), with AdamW, on a fixed batch of syntheti
 ids, for a few steps, and reports examples/s and peak memory for:
 
 - ``nf4``:  QLoRA, the 4-bit base loaded with ``trainable=True`` (the path the trainers use);
-- ``bf16``: plain LoRA on the bf16 base.
+- ``bf16``: plain LoRA on the bf16 base;
+
+both with LoRA dropout ``--lora-dropout`` (default 0, as the sample configs), plus ``nf4``
+with LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
+dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
+of a step, and the ratio shows how large.
 
 Everything runs from this one command; each (kind, quantization) is measured in its own
 child process so that the peak resident memory (``ru_maxrss``; CUDA: max allocated) belongs
-to that configuration alone. Printed ratios are nf4 / bf16. The peak includes loading (the
+to that configuration alone. Printed ratios are nf4 / bf16, and nf4 without / with dropout. The peak includes loading (the
 4-bit base is quantized from the bf16 folder at load time, so its load peak is not smaller);
 ``RSS after steps`` is the resident memory while training, and ``base MB`` the weights alone.
 
-    nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate] [--json]
+    nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
+                                       [--lora-dropout 0] [--compare-dropout 0.05] [--json]
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def _current_rss_mb() -> float:
     return 0.0
 
 
-def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -> dict[str, Any]:
+def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float) -> dict[str, Any]:
     import torch
 
     from loragraph.adapters.base import BaseSpec, load_base
@@ -63,7 +69,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -
     base = load_base(BaseSpec(quantization=quantization), trainable=True)
     load_s = time.perf_counter() - started
     rss_loaded = _current_rss_mb()
-    model = add_lora(base.model, LoraSettings(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), seed=0)
+    model = add_lora(base.model, LoraSettings(r=8, alpha=16, dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), seed=0)
     model.train()
     length = SEQ_LEN[kind]
     vocab = int(base.model.config.vocab_size)
@@ -109,6 +115,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int) -
     return {
         "kind": kind,
         "quantization": quantization,
+        "lora_dropout": dropout,
         "tokens_per_example": length,
         "batch": batch,
         "steps": steps,
@@ -132,17 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="examples per step")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated stage kinds")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")), help="torch threads")
+    parser.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout of the nf4 and bf16 runs")
+    parser.add_argument("--compare-dropout", type=float, default=0.05,
+                        help="also measure nf4 with this LoRA dropout (skipped when equal to --lora-dropout)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "QUANTIZATION"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "QUANTIZATION", "DROPOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child[0], args.child[1], args.steps, args.batch, args.threads)), flush=True)
+        print("RESULT " + json.dumps(_child(args.child[0], args.child[1], args.steps, args.batch, args.threads, float(args.child[2]))), flush=True)
         return 0
 
     results: list[dict[str, Any]] = []
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        for quantization in QUANTIZATIONS:
-            cmd = [sys.executable, __file__, "--child", kind, quantization, "--steps", str(args.steps),
+        runs = [(q, args.lora_dropout) for q in QUANTIZATIONS]
+        if args.compare_dropout != args.lora_dropout:
+            runs.append(("nf4", args.compare_dropout))
+        for quantization, dropout in runs:
+            cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), "--steps", str(args.steps),
                    "--batch", str(args.batch), "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -150,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind}/{quantization} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 return 1
             results.append(json.loads(line.removeprefix("RESULT ")))
-            print(f"measured {kind}/{quantization}: {results[-1]['examples_per_second']} ex/s", file=sys.stderr)
+            print(f"measured {kind}/{quantization}/dropout {dropout}: {results[-1]['examples_per_second']} ex/s", file=sys.stderr)
 
     ratios = []
     for kind in dict.fromkeys(r["kind"] for r in results):
-        nf4 = next(r for r in results if r["kind"] == kind and r["quantization"] == "nf4")
+        nf4 = next(r for r in results if r["kind"] == kind and r["quantization"] == "nf4" and r["lora_dropout"] == args.lora_dropout)
         bf16 = next(r for r in results if r["kind"] == kind and r["quantization"] == "bf16")
+        dropped = next((r for r in results if r["kind"] == kind and r["lora_dropout"] != args.lora_dropout), None)
         ratios.append(
             {
                 "kind": kind,
+                "speed_nf4_over_nf4_with_dropout": (
+                    round(nf4["examples_per_second"] / dropped["examples_per_second"], 3) if dropped else None
+                ),
                 "speed_nf4_over_bf16": round(nf4["examples_per_second"] / bf16["examples_per_second"], 3),
                 "peak_rss_nf4_over_bf16": round(nf4["peak_rss_mb"] / bf16["peak_rss_mb"], 3),
                 "rss_after_steps_nf4_over_bf16": round(nf4["rss_after_steps_mb"] / bf16["rss_after_steps_mb"], 3),
@@ -168,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"results": results, "ratios": ratios}, indent=2))
         return 0
-    print(f"{'kind':<10}{'quant':<7}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'RSS after MB':>14}{'base MB':>9}")
+    print(f"{'kind':<10}{'quant':<7}{'dropout':>8}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'RSS after MB':>14}{'base MB':>9}")
     for r in results:
         print(
-            f"{r['kind']:<10}{r['quantization']:<7}{r['tokens_per_example']:>7}{r['examples_per_second']:>9.2f}"
+            f"{r['kind']:<10}{r['quantization']:<7}{r['lora_dropout']:>8.2f}{r['tokens_per_example']:>7}{r['examples_per_second']:>9.2f}"
             f"{r['seconds_per_step']:>9.2f}{r['peak_rss_mb']:>13.0f}{r['rss_after_steps_mb']:>14.0f}{r['base_footprint_mb']:>9.0f}"
         )
     print("\nratios nf4 / bf16 (QLoRA vs LoRA):")
@@ -181,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS after steps {q['rss_after_steps_nf4_over_bf16']:.2f}x   "
             f"base weights {q['base_footprint_nf4_over_bf16']:.2f}x"
         )
+    if any(q["speed_nf4_over_nf4_with_dropout"] for q in ratios):
+        print(f"\nratios nf4 without / with LoRA dropout {args.compare_dropout} (speed):")
+        for q in ratios:
+            print(f"  {q['kind']:<10} {q['speed_nf4_over_nf4_with_dropout']:.2f}x")
     return 0
 
 

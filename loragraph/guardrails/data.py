@@ -313,7 +313,8 @@ class _Filler:
             "address": fk.address().replace("\n", ", "),
             "insult": insult,
         }
-        values["email"] = re.sub(r"[^a-z0-9.@-]", "", values["email"].encode("ascii", "ignore").decode())
+        for key in ("email", "email2"):  # Faker's names carry accents ("noël"): addresses stay ASCII
+            values[key] = re.sub(r"[^a-z0-9.@-]", "", values[key].encode("ascii", "ignore").decode())
         text = template
         for key, value in values.items():
             text = text.replace("{" + key + "}", value)
@@ -449,6 +450,8 @@ _COMPOSED_PER_TEMPLATE_CARRIER = 1.0
 """Composed rows per label for each ``template/customer`` carrier (per split and language)."""
 _COMPOSED_PER_SAMPLE_CARRIER = 0.1
 """Composed rows per label for each ``sample/intent`` carrier (many, all English)."""
+_PAYLOAD_MAX_CHARS = 300
+"""Longest text embedded in a composed row, attack or benign (long corpus prompts stay atomic rows)."""
 _SAME_LANG_PAYLOAD = 0.8
 """Share of composed rows whose payload is in the carrier's language (the rest: any language)."""
 
@@ -526,12 +529,12 @@ def build_input_rows(*, seed: int = 0, sample_dir: Path | None = None, harmbench
         carriers = [r for r in rows if r.split == split and r.source in ("template/customer", "sample/intent")]
         attack_payloads = [
             r for r in rows
-            if r.split == split and r.label == "attack" and len(r.text) <= 300
+            if r.split == split and r.label == "attack" and len(r.text) <= _PAYLOAD_MAX_CHARS
             and r.source in ("bastioncorpus", "jailbreak-corpus-mini", "template/injection", "template/attack")
         ]
-        benign_payloads = [
+        benign_payloads = [  # the same length cap as attacks: a long quoted text must not mean "safe"
             r for r in rows
-            if r.split == split
+            if r.split == split and len(r.text) <= _PAYLOAD_MAX_CHARS
             and (r.source in ("template/document", "template/lookalike") or (r.source == "bastioncorpus" and r.label == "safe"))
         ]
         # per carrier language, as many composed attacks as benign composed rows, so

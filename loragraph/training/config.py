@@ -68,7 +68,13 @@ class LoraSettings(BaseModel):
 
     r: int = Field(8, ge=1, le=256, description="LoRA rank")
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (`lora_alpha`); the update is scaled by alpha/r")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on the LoRA input; off by default: on CPU its mask (a random draw per input element "
+        "of every LoRA layer) makes a classify or tag training step about 1.3x slower (`benchmarks/training.py`)",
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1,

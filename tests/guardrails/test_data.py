@@ -125,3 +125,24 @@ def test_cli_builds_both_data_sets(tmp_path: Path) -> None:
             assert len(data) == len(meta) > 0
             assert set(json.loads(data[0])) == {"text", "label"}
             assert set(json.loads(meta[0])) == {"lang", "source", "group"}
+
+
+def test_a_long_benign_document_is_never_quoted_in_a_composed_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack payloads are capped in length, so benign ones must be too: else a long quoted
+    text would mean "safe" to the classifier."""
+    from loragraph.guardrails import templates as T
+    from loragraph.guardrails.data import _PAYLOAD_MAX_CHARS
+
+    marker = "Terms of sale, section 9"
+    long_doc = marker + ": " + "returns are accepted within thirty days of delivery. " * 8
+    assert len(long_doc) > _PAYLOAD_MAX_CHARS
+    monkeypatch.setitem(T.BENIGN_DOCS, "en", [*T.BENIGN_DOCS["en"], *[long_doc + f" ({i})" for i in range(12)]])
+    rows = build_input_rows(seed=0)
+    assert any(r.text.startswith(marker) and not r.group.startswith("composed:") for r in rows)  # the rows exist
+    assert not [r.text[:80] for r in rows if r.group.startswith("composed:") and marker in r.text]
+
+
+def test_generated_email_addresses_are_ascii(input_rows) -> None:  # type: ignore[no-untyped-def]
+    emails = [m for r in input_rows for m in re.findall(r"[^\s<>\"'(),;:]+@example\.(?:com|org)", r.text)]
+    assert len(emails) > 50
+    assert all(e.isascii() for e in emails), [e for e in emails if not e.isascii()][:5]
