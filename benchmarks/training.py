@@ -8,19 +8,30 @@ ids, for a few steps, and reports examples/s and peak memory for:
 - ``nf4``:  QLoRA, the 4-bit base loaded with ``trainable=True`` (the path the trainers use);
 - ``bf16``: plain LoRA on the bf16 base;
 
-both with LoRA dropout ``--lora-dropout`` (default 0, as the sample configs), plus ``nf4``
-with LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
-dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
-of a step, and the ratio shows how large.
+both with LoRA dropout ``--lora-dropout`` (default 0, as the sample configs) and the
+trainers' default step kernels (``training_compute``: eager attention on CPU, bf16 autocast
+over fp32 LoRA weights), plus two more ``nf4`` runs that each change one thing:
+
+- ``compare``: steps with the trainers' kernels and steps with the kernels a step gets
+  without ``training_compute`` (``attention: sdpa``, ``mixed_precision: false``: peft casts
+  each LoRA layer's activations to fp32 and back), alternated in the same process so that a
+  busy or throttled CPU slows both alike; the ratio of their times is the kernels' gain;
+- LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
+  dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
+  of a step.
+
+The batch is left-padded like the trainers' batches (lengths spread between 60% and 100% of
+the kind's tokens per example), so the attention mask is a real one.
 
 Everything runs from this one command; each (kind, quantization) is measured in its own
 child process so that the peak resident memory (``ru_maxrss``; CUDA: max allocated) belongs
-to that configuration alone. Printed ratios are nf4 / bf16, and nf4 without / with dropout. The peak includes loading (the
+to that configuration alone. Printed ratios are nf4 / bf16, the kernels' gain, and nf4 without /
+with dropout. The peak includes loading (the
 4-bit base is quantized from the bf16 folder at load time, so its load peak is not smaller);
 ``RSS after steps`` is the resident memory while training, and ``base MB`` the weights alone.
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
-                                       [--lora-dropout 0] [--compare-dropout 0.05] [--json]
+                                       [--lora-dropout 0] [--compare-dropout 0.05] [--no-compare] [--json]
 """
 
 from __future__ import annotations
@@ -54,13 +65,13 @@ def _current_rss_mb() -> float:
     return 0.0
 
 
-def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float) -> dict[str, Any]:
+def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str) -> dict[str, Any]:
     import torch
 
     from loragraph.adapters.base import BaseSpec, load_base
     from loragraph.adapters.heads import HeadConfig, body_hidden_states, build_head
     from loragraph.training.config import LoraSettings
-    from loragraph.training.train import add_lora
+    from loragraph.training.train import add_lora, training_compute
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,6 +86,10 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
     vocab = int(base.model.config.vocab_size)
     ids = torch.randint(100, vocab - 100, (batch, length), device=base.device)
     mask = torch.ones_like(ids)
+    for row in range(batch):  # left padding, as the trainers' batches: real lengths 60%..100% of `length`
+        pad = (length * 2 // 5) * (batch - 1 - row) // max(batch - 1, 1)
+        ids[row, :pad] = base.tokenizer.pad_token_id
+        mask[row, :pad] = 0
     head = None
     if kind == "classify":
         head = build_head(HeadConfig(kind="classify", labels=[f"l{i}" for i in range(11)], hidden_size=base.hidden_size)).to(base.device)
@@ -85,37 +100,46 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
     else:
         target = ids.clone()
         target[:, : length * 2 // 3] = -100  # loss on the completion only (last third)
+    plain = {"attention": "sdpa", "mixed_precision": False}
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
-    def step() -> float:
+    def step(kernels: dict[str, Any]) -> float:
         if head is not None:
-            hidden = body_hidden_states(model, ids, mask)
+            with training_compute(base, **kernels):
+                hidden = body_hidden_states(model, ids, mask)
             logits = head(hidden, mask).float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         else:
-            loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
+            with training_compute(base, **kernels):
+                loss = model(input_ids=ids, attention_mask=mask, labels=target).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    step()  # warm-up (kernels, allocator)
+    variants = [{}, plain] if compute == "compare" else [{}]
+    for kernels in variants:
+        step(kernels)  # warm-up (kernels, allocator)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
+    timed: list[list[float]] = [[] for _ in variants]
+    for i in range(steps):
+        for j in range(len(variants)):  # alternate which variant goes first
+            k = (i + j) % len(variants)
+            t = time.perf_counter()
+            step(variants[k])
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            timed[k].append(time.perf_counter() - t)
+    times = timed[0]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "kind": kind,
         "quantization": quantization,
         "lora_dropout": dropout,
+        "compute": compute,
         "tokens_per_example": length,
         "batch": batch,
         "steps": steps,
@@ -123,6 +147,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
         "device": str(base.device),
         "load_seconds": round(load_s, 2),
         "seconds_per_step": round(sum(times) / len(times), 4),
+        "plain_seconds_per_step": round(sum(timed[1]) / len(timed[1]), 4) if compute == "compare" else None,
         "examples_per_second": round(batch * len(times) / sum(times), 3),
         "peak_rss_mb": round(rss / 2**20, 1),
         "rss_after_load_mb": rss_loaded,
@@ -142,20 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout of the nf4 and bf16 runs")
     parser.add_argument("--compare-dropout", type=float, default=0.05,
                         help="also measure nf4 with this LoRA dropout (skipped when equal to --lora-dropout)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the nf4 run that alternates steps with and without the trainers' step kernels")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "QUANTIZATION", "DROPOUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "QUANTIZATION", "DROPOUT", "COMPUTE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child[0], args.child[1], args.steps, args.batch, args.threads, float(args.child[2]))), flush=True)
+        kind, quantization, dropout, compute = args.child
+        print("RESULT " + json.dumps(_child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute)), flush=True)
         return 0
 
     results: list[dict[str, Any]] = []
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        runs = [(q, args.lora_dropout) for q in QUANTIZATIONS]
+        runs = [(q, args.lora_dropout, "default") for q in QUANTIZATIONS]
+        if not args.no_compare:
+            runs.append(("nf4", args.lora_dropout, "compare"))
         if args.compare_dropout != args.lora_dropout:
-            runs.append(("nf4", args.compare_dropout))
-        for quantization, dropout in runs:
-            cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), "--steps", str(args.steps),
+            runs.append(("nf4", args.compare_dropout, "default"))
+        for quantization, dropout, compute in runs:
+            cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), compute, "--steps", str(args.steps),
                    "--batch", str(args.batch), "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -163,16 +193,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind}/{quantization} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 return 1
             results.append(json.loads(line.removeprefix("RESULT ")))
-            print(f"measured {kind}/{quantization}/dropout {dropout}: {results[-1]['examples_per_second']} ex/s", file=sys.stderr)
+            print(f"measured {kind}/{quantization}/dropout {dropout}/{compute}: {results[-1]['examples_per_second']} ex/s", file=sys.stderr)
 
     ratios = []
     for kind in dict.fromkeys(r["kind"] for r in results):
-        nf4 = next(r for r in results if r["kind"] == kind and r["quantization"] == "nf4" and r["lora_dropout"] == args.lora_dropout)
-        bf16 = next(r for r in results if r["kind"] == kind and r["quantization"] == "bf16")
-        dropped = next((r for r in results if r["kind"] == kind and r["lora_dropout"] != args.lora_dropout), None)
+        mine = [r for r in results if r["kind"] == kind]
+        nf4 = next(r for r in mine if r["quantization"] == "nf4" and r["lora_dropout"] == args.lora_dropout and r["compute"] == "default")
+        bf16 = next(r for r in mine if r["quantization"] == "bf16")
+        compared = next((r for r in mine if r["compute"] == "compare"), None)
+        dropped = next((r for r in mine if r["lora_dropout"] != args.lora_dropout), None)
         ratios.append(
             {
                 "kind": kind,
+                "speed_kernels_over_plain": (
+                    round(compared["plain_seconds_per_step"] / compared["seconds_per_step"], 3) if compared else None
+                ),
                 "speed_nf4_over_nf4_with_dropout": (
                     round(nf4["examples_per_second"] / dropped["examples_per_second"], 3) if dropped else None
                 ),
@@ -185,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"results": results, "ratios": ratios}, indent=2))
         return 0
-    print(f"{'kind':<10}{'quant':<7}{'dropout':>8}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'RSS after MB':>14}{'base MB':>9}")
+    print(f"{'kind':<10}{'quant':<7}{'kernels':<9}{'dropout':>8}{'tokens':>7}{'ex/s':>9}{'s/step':>9}{'peak RSS MB':>13}{'RSS after MB':>14}{'base MB':>9}")
     for r in results:
         print(
-            f"{r['kind']:<10}{r['quantization']:<7}{r['lora_dropout']:>8.2f}{r['tokens_per_example']:>7}{r['examples_per_second']:>9.2f}"
+            f"{r['kind']:<10}{r['quantization']:<7}{r['compute']:<9}{r['lora_dropout']:>8.2f}{r['tokens_per_example']:>7}{r['examples_per_second']:>9.2f}"
             f"{r['seconds_per_step']:>9.2f}{r['peak_rss_mb']:>13.0f}{r['rss_after_steps_mb']:>14.0f}{r['base_footprint_mb']:>9.0f}"
         )
     print("\nratios nf4 / bf16 (QLoRA vs LoRA):")
@@ -198,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS after steps {q['rss_after_steps_nf4_over_bf16']:.2f}x   "
             f"base weights {q['base_footprint_nf4_over_bf16']:.2f}x"
         )
+    if any(q["speed_kernels_over_plain"] for q in ratios):
+        print("\nratios nf4 with / without the trainers' step kernels (eager attention on CPU, bf16 autocast; speed,"
+              " steps alternated in one process):")
+        for q in ratios:
+            c = next(r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare")
+            print(f"  {q['kind']:<10} {q['speed_kernels_over_plain']:.2f}x  ({c['seconds_per_step']:.2f} vs {c['plain_seconds_per_step']:.2f} s/step)")
     if any(q["speed_nf4_over_nf4_with_dropout"] for q in ratios):
         print(f"\nratios nf4 without / with LoRA dropout {args.compare_dropout} (speed):")
         for q in ratios:

@@ -335,6 +335,8 @@ def cmd_adapters_show(args: argparse.Namespace) -> int:
                 print(f"{key:>13}: {value}")
         m = version.manifest
         print(f"{'fingerprint':>13}: {m.base_fingerprint}")
+        if m.threshold is not None:
+            print(f"{'threshold':>13}: {m.threshold:.3f} (guardrail: flags at or above this probability; chosen at training)")
         if m.prompt:
             print(f"{'prompt':>13}: {m.prompt!r}")
         if m.system:

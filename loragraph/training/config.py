@@ -30,6 +30,7 @@ __all__ = [
     "DataPaths",
     "LoraSettings",
     "ThresholdChoice",
+    "TrainAttention",
     "TrainConfig",
     "TrainKind",
     "config_error",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 TrainKind = Literal["classify", "tag", "generate"]
+TrainAttention = Literal["auto", "eager", "sdpa"]
 
 _NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
@@ -154,6 +156,18 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     batch_size: int = Field(8, ge=1, le=1024, description="examples per optimizer step")
     max_length: int = Field(256, ge=8, le=32768, description="maximum tokens per example (longer inputs are truncated)")
+    mixed_precision: bool = Field(
+        True,
+        description="run each training step's forward pass under `torch.autocast` in the base's compute dtype "
+        "(bf16), with the LoRA weights, head and optimizer kept in fp32; off, peft casts every LoRA layer's input "
+        "and output between bf16 and fp32 (slower steps, `benchmarks/training.py`). For `nf4` and `bf16` bases",
+    )
+    attention: TrainAttention = Field(
+        "auto",
+        description="attention kernel of the training steps: `eager`, `sdpa`, or `auto` (`eager` on CPU, where "
+        "torch's flash-attention backward is slow on these short batches; the base's own elsewhere). "
+        "Evaluation and serving keep the base's own kernel",
+    )
     seed: int = Field(0, description="seed of shuffling, dropout and head initialisation")
     early_stopping_patience: int | None = Field(
         2,
@@ -252,6 +266,8 @@ class TrainConfig(BaseModel):
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
+            "mixed_precision": self.mixed_precision,
+            "attention": self.attention,
             "seed": self.seed,
             "early_stopping_patience": self.early_stopping_patience,
             "max_train_examples": self.max_train_examples,

@@ -7,7 +7,9 @@ uses at run time), then the assistant ``target``. The loss is on the completion 
 (``completion_only_loss=True``). The Trainer evaluates the validation loss every epoch,
 saves a checkpoint every epoch (resume picks up the last one of the same config + data
 hash), stops early on the validation loss and loads the best epoch at the end. On CPU it
-runs with ``use_cpu=True, bf16=False``; gradient checkpointing is off (TRL's default is on;
+runs with ``use_cpu=True, bf16=False`` (the Trainer keeps the fp32 LoRA weights) inside
+``training_compute``, which runs the forward passes under bf16 autocast with eager attention
+(``mixed_precision``, ``attention``); gradient checkpointing is off (TRL's default is on;
 these models are small and it only costs time here).
 """
 
@@ -32,6 +34,7 @@ from loragraph.training.train import (
     TrainOutcome,
     add_lora,
     seed_everything,
+    training_compute,
 )
 
 __all__ = ["chat_prompt", "generate_texts", "train_generate"]
@@ -220,7 +223,9 @@ def train_generate(
             processing_class=tokenizer,
             callbacks=callbacks,
         )
-        trainer.train(resume_from_checkpoint=checkpoint)
+        # eager attention on CPU and bf16 autocast for the steps (and the Trainer's eval loss)
+        with training_compute(base, attention=config.attention, mixed_precision=config.mixed_precision):
+            trainer.train(resume_from_checkpoint=checkpoint)
         model = trainer.model
         history = [
             {"epoch": round(h["epoch"]), "validation_loss": float(h["eval_loss"])}

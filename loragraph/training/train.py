@@ -20,7 +20,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 
 from loragraph.adapters.base import LoadedBase, load_base
 from loragraph.errors import ConfigError
-from loragraph.training.config import LoraSettings, TrainConfig, load_train_config
+from loragraph.training.config import LoraSettings, TrainAttention, TrainConfig, load_train_config
 
 __all__ = [
     "HEADLINE_METRIC",
@@ -45,6 +45,7 @@ __all__ = [
     "publish_outcome",
     "seed_everything",
     "train",
+    "training_compute",
 ]
 
 EpochCallback = Callable[["EpochReport"], None]
@@ -93,6 +94,34 @@ def seed_everything(seed: int) -> None:
 
         np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def training_compute(base: LoadedBase, *, attention: TrainAttention = "auto", mixed_precision: bool = True) -> Iterator[None]:
+    """The kernels of the training steps (a config's ``attention`` and ``mixed_precision``).
+
+    Inside, the base runs the attention kernel the config asks for (``auto``: ``eager`` on
+    CPU, where torch's flash-attention backward for these short, masked batches costs more
+    than the whole eager attention) and, on an ``nf4`` or ``bf16`` base (bf16 compute), every forward pass runs
+    under ``torch.autocast``: the LoRA matmuls read the fp32 weights as bf16, so peft does
+    not cast each layer's activations to fp32 and back (the weights, their gradients and the
+    optimizer stay fp32). Both are restored on exit, so evaluation and serving keep the
+    base's own kernel and precision. ``benchmarks/training.py`` measures the difference.
+    """
+    model = base.model
+    device = base.device.type
+    before = getattr(model.config, "_attn_implementation", None)
+    wanted = attention if attention != "auto" else ("eager" if device == "cpu" else before)
+    switch = wanted is not None and before is not None and wanted != before
+    autocast = mixed_precision and base.spec.quantization in ("nf4", "bf16")  # bf16 compute (int8 and fp32: as is)
+    if switch:
+        model.set_attn_implementation(wanted)
+    try:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            yield
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
 
 
 def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
@@ -361,7 +390,8 @@ def fit_head(
         for batch_ids in _batches(lengths, config.batch_size, generator):
             batch = [train_examples[i] for i in batch_ids]
             enc = encode(tokenizer, task.texts(batch), config.max_length)
-            hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+            with training_compute(base, attention=config.attention, mixed_precision=config.mixed_precision):
+                hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
             logits = head(hidden, enc["attention_mask"])
             loss = task.loss(logits, task.targets(batch, enc))
             loss.backward()

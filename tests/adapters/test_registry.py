@@ -270,7 +270,11 @@ def test_cli_adapters_group(reg: Registry, tmp_path: Path, capsys: pytest.Captur
 
     root = ["--registry", str(reg.root)]
     reg.publish("intent", _stage(tmp_path / "s1", 1), _fields())
-    reg.publish("intent", _stage(tmp_path / "s2", 2), _fields(parent=1))
+    reg.publish("intent", _stage(tmp_path / "s2", 2), _fields(parent=1, threshold=0.4321))
+    assert main(["adapters", "show", "intent@v1", *root]) == 0
+    assert "threshold" not in capsys.readouterr().out  # none stored
+    assert main(["adapters", "show", "intent@v2", *root]) == 0
+    assert "    threshold: 0.432 (guardrail" in capsys.readouterr().out
     assert main(["adapters", "list", "--json", *root]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["intent"]["promoted"] == 1

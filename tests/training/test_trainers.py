@@ -391,3 +391,50 @@ def test_choose_threshold_is_only_for_classify(tmp_path: Path, tiny_base_path: P
         make_config(tmp_path, tiny_base_path, "tag", choose_threshold={"max_fpr": 0.03})
     with pytest.raises(ValueError, match=r"`choose_threshold.flag_labels` \['spam'\] are not in `labels`"):
         make_config(tmp_path, tiny_base_path, "classify", labels=["refund_request", "order_status"], choose_threshold={"flag_labels": ["spam"]})
+
+
+def test_training_compute_switches_the_step_kernels_and_restores_them(tiny_base_path: Path) -> None:
+    from loragraph.training.train import training_compute
+
+    bf16 = load_base(BaseSpec(name=str(tiny_base_path), quantization="bf16"), trainable=True)
+    assert bf16.model.config._attn_implementation == "sdpa"
+    with training_compute(bf16):  # the config defaults: `attention: auto`, `mixed_precision: true`
+        assert bf16.model.config._attn_implementation == "eager"  # `auto` on CPU
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert bf16.model.config._attn_implementation == "sdpa" and not torch.is_autocast_enabled("cpu")
+    with pytest.raises(RuntimeError, match="boom"), training_compute(bf16):
+        raise RuntimeError("boom")
+    assert bf16.model.config._attn_implementation == "sdpa" and not torch.is_autocast_enabled("cpu")
+    with training_compute(bf16, attention="sdpa", mixed_precision=False):
+        assert bf16.model.config._attn_implementation == "sdpa" and not torch.is_autocast_enabled("cpu")
+    fp32 = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"), trainable=True)
+    with training_compute(fp32):  # an fp32 base computes in fp32: no autocast
+        assert fp32.model.config._attn_implementation == "eager" and not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize(("kind", "fast"), [("classify", True), ("generate", True), ("classify", False)])
+def test_training_steps_run_with_the_configured_kernels_and_evaluation_without(
+    tmp_path: Path, tiny_base_path: Path, kind: str, fast: bool
+) -> None:
+    """Gradient steps see the config's kernels; evaluation and test decoding see the base's own."""
+    overrides: dict[str, Any] = {"epochs": 1, "base": {"name": str(tiny_base_path), "quantization": "bf16"}}
+    if not fast:
+        overrides.update(attention="sdpa", mixed_precision=False)
+    cfg = make_config(tmp_path, tiny_base_path, kind, **overrides)
+    base = load_base(cfg.base, trainable=True)
+    seen: set[tuple[bool, bool, str]] = set()
+
+    def record(module: Any, args: Any) -> None:
+        seen.add((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), base.model.config._attn_implementation))
+
+    hook = base.model.get_decoder().layers[0].register_forward_pre_hook(record)
+    try:
+        version = train(cfg, registry=Registry(tmp_path / "registry"), base=base)
+    finally:
+        hook.remove()
+    steps = {(autocast, attention) for grad, autocast, attention in seen if grad}
+    assert steps == ({(True, "eager")} if fast else {(False, "sdpa")})
+    assert (False, False, "sdpa") in seen  # evaluation / test decoding: as served
+    assert version.manifest.hyperparameters["mixed_precision"] is fast
+    assert version.manifest.hyperparameters["attention"] == ("auto" if fast else "sdpa")
+    assert base.model.config._attn_implementation == "sdpa"
