@@ -8,8 +8,8 @@ uses at run time), then the assistant ``target``. The loss is on the completion 
 saves a checkpoint every epoch (resume picks up the last one of the same config + data
 hash), stops early on the validation loss and loads the best epoch at the end. On CPU it
 runs with ``use_cpu=True, bf16=False`` (the Trainer keeps the fp32 LoRA weights) inside
-``training_compute``, which runs the forward passes under bf16 autocast with eager attention
-(``mixed_precision``, ``attention``); gradient checkpointing is off (TRL's default is on;
+``training_compute``, which runs the forward passes under bf16 autocast, with eager attention
+on CPU (``mixed_precision``, ``attention``); gradient checkpointing is off (TRL's default is on;
 these models are small and it only costs time here).
 """
 
