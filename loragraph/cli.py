@@ -25,6 +25,14 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
+def _threshold_list(spec: str) -> tuple[float, ...]:
+    """``"0.05,0.2,0.5"`` -> ``(0.05, 0.2, 0.5)`` (argparse type: a bad item is a usage error)."""
+    try:
+        return tuple(float(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers between 0 and 1, got `{spec}`") from None
+
+
 # --------------------------------------------------------------------------- base
 
 
@@ -538,6 +546,8 @@ def cmd_guardrails_eval(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         choose_on=args.choose_on,
         max_fpr=args.max_fpr,
+        fpr_on=[k.strip() for k in args.fpr_on.split(",") if k.strip()] if args.fpr_on is not None else None,
+        thresholds=args.thresholds,
         flag_labels=args.flag_labels.split(",") if args.flag_labels else None,
     )
     if args.json:
@@ -562,6 +572,9 @@ def _add_guardrails(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--threshold", type=float, default=None, help="flagged probability at or above which a text is flagged (default: the one stored with the version, else 0.5)")
     p.add_argument("--choose-on", type=Path, default=None, help="choose the threshold on this (validation) file instead")
     p.add_argument("--max-fpr", type=float, default=0.03, help="with --choose-on: the largest FPR allowed (default 0.03)")
+    p.add_argument("--fpr-on", default=None, help="with --choose-on: comma-separated kinds of safe rows whose FPR counts "
+                   "(customer, look-alike, document, composed, other; default: every safe row)")
+    p.add_argument("--thresholds", type=_threshold_list, default=(), help="comma-separated extra thresholds to report (e.g. 0.05,0.2,0.5)")
     p.add_argument("--flag-labels", default=None, help="comma-separated flagged labels (default: every label but `safe`)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_guardrails_eval)

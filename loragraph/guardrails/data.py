@@ -56,6 +56,7 @@ from loragraph.guardrails import templates as T
 __all__ = [
     "INPUT_LABELS",
     "OUTPUT_LABELS",
+    "ROW_KINDS",
     "SPLITS",
     "GuardrailRow",
     "assign_splits",
@@ -64,6 +65,7 @@ __all__ = [
     "build_output_rows",
     "data_file",
     "read_rows",
+    "row_kind",
     "write_dataset",
 ]
 
@@ -85,6 +87,32 @@ class GuardrailRow(BaseModel):
     source: str = Field(description="where the row comes from, e.g. `bastioncorpus`, `composed`, `template/attack`")
     group: str = Field(description="source item id; all rows of one group are in one split")
     split: Split = Field("train", description="`train`, `validation` or `test`")
+
+
+ROW_KINDS: tuple[str, ...] = ("customer", "look-alike", "document", "composed", "direct", "other")
+"""What a row is, for reports (``row_kind``); an FPR goal is usually stated for one kind."""
+
+
+def row_kind(row: GuardrailRow) -> str:
+    """The kind of a row, from its source and label.
+
+    ``customer``: a plain customer message (the sample's, or a hand-written one in five
+    languages); ``look-alike``: a benign message that sounds like an attack ("please ignore
+    my previous email"; bastioncorpus' benign rows are written as look-alikes);
+    ``document``: a harmless document on its own; ``composed``: a customer message quoting
+    another text (an injection, or a benign look-alike or document); ``direct``: any other
+    flagged row (an attack, a toxic or leaking reply); ``other``: any other safe row.
+    """
+    source = row.source
+    if source.startswith("composed/"):
+        return "composed"
+    if source in ("sample/intent", "template/customer"):
+        return "customer"
+    if source == "template/lookalike" or (source == "bastioncorpus" and row.label == "safe"):
+        return "look-alike"
+    if source == "template/document":
+        return "document"
+    return "other" if row.label == "safe" else "direct"
 
 
 # --------------------------------------------------------------------------- source files

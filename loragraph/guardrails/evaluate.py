@@ -1,10 +1,12 @@
-"""Measure a guardrail adapter: TPR on flagged rows, FPR on safe rows, overall and per language.
+"""Measure a guardrail adapter: TPR on flagged rows, FPR on safe rows, overall, per language,
+per source and per kind of row (``data.row_kind``: plain customer messages, look-alikes, ...).
 
 A row is *positive* when its label is flagged (default: every label but ``safe``); the
 guardrail flags it when the flagged probability (``policy.flagged_score``) is at or above
 the threshold. ``choose_threshold`` picks the threshold on a validation split (never the
 test split): the highest TPR whose FPR stays within ``max_fpr``, with the largest margin
-(see there).
+(see there); ``fpr_on`` limits the FPR that counts to some kinds of safe rows. Extra
+``thresholds`` add operating points to the report (one scoring pass for all of them).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from loragraph.errors import ConfigError
-from loragraph.guardrails.data import GuardrailRow, read_rows
+from loragraph.guardrails.data import ROW_KINDS, GuardrailRow, read_rows, row_kind
 from loragraph.guardrails.policy import DEFAULT_THRESHOLD, flagged_score
 
 __all__ = [
     "GroupRates",
     "GuardrailReport",
+    "OperatingPoint",
     "choose_threshold",
     "evaluate_guardrail",
     "format_report",
@@ -45,6 +48,14 @@ class GroupRates(BaseModel):
     fpr: float | None = Field(description="false_positives / negatives (None without negatives)")
 
 
+class OperatingPoint(BaseModel):
+    """The rates at one more threshold (``--thresholds``)."""
+
+    threshold: float = Field(description="flagged probability at or above which a row is flagged")
+    overall: GroupRates = Field(description="rates over every row")
+    per_kind: dict[str, GroupRates] = Field(description="rates per kind of row (`data.row_kind`)")
+
+
 class GuardrailReport(BaseModel):
     """The evaluation of one guardrail adapter on one data file."""
 
@@ -55,6 +66,8 @@ class GuardrailReport(BaseModel):
     overall: GroupRates = Field(description="rates over every row")
     per_language: dict[str, GroupRates] = Field(description="rates per language of the rows")
     per_source: dict[str, GroupRates] = Field(description="rates per source of the rows")
+    per_kind: dict[str, GroupRates] = Field(description="rates per kind of row (`data.row_kind`: customer, look-alike, document, composed, direct, other)")
+    operating_points: list[OperatingPoint] = Field(default_factory=list, description="the rates at the extra `thresholds`")
     label_accuracy: float = Field(description="share of rows whose predicted label equals the gold label")
     rows: int = Field(description="rows evaluated")
     seconds: float = Field(description="wall time of the classification")
@@ -149,6 +162,8 @@ def evaluate_guardrail(
     threshold: float | None = None,
     choose_on: str | Path | None = None,
     max_fpr: float = 0.03,
+    fpr_on: Sequence[str] | None = None,
+    thresholds: Sequence[float] = (),
     flag_labels: Sequence[str] | None = None,
     host: Any = None,
     registry: Any = None,
@@ -156,8 +171,9 @@ def evaluate_guardrail(
     """Evaluate a guardrail adapter version on ``data`` (see the module doc).
 
     ``threshold`` fixes the threshold; else ``choose_on`` (a validation file) chooses it
-    with ``max_fpr``; else the version's stored threshold (``Manifest.threshold``, chosen at
-    training), else 0.5. ``host`` reuses a loaded ``AdapterHost``.
+    with ``max_fpr`` (counted on the safe rows of the kinds in ``fpr_on``, default all);
+    else the version's stored threshold (``Manifest.threshold``, chosen at training), else
+    0.5. ``thresholds`` adds operating points. ``host`` reuses a loaded ``AdapterHost``.
     """
     import time
 
@@ -165,6 +181,15 @@ def evaluate_guardrail(
 
     if threshold is not None and choose_on is not None:
         raise ConfigError("give either `--threshold` or `--choose-on`, not both")
+    if fpr_on is not None:
+        unknown = sorted(set(fpr_on) - set(ROW_KINDS))
+        if unknown or not fpr_on:
+            raise ConfigError(f"`--fpr-on` takes kinds of rows among {', '.join(ROW_KINDS)}; got {', '.join(unknown) or 'none'}")
+        if choose_on is None:
+            raise ConfigError("`--fpr-on` needs `--choose-on`: it says which safe rows count when choosing the threshold")
+    for t in thresholds:
+        if not 0.0 <= t <= 1.0:
+            raise ConfigError(f"`--thresholds` must be between 0 and 1, got {t}")
     registry = registry or Registry()
     version = registry.resolve(adapter)
     if version.manifest.kind != "classify":
@@ -186,9 +211,11 @@ def evaluate_guardrail(
         source = "given"
     elif choose_on is not None:
         val_rows = read_rows(choose_on)
+        if fpr_on is not None:  # every flagged row, and the safe rows of these kinds
+            val_rows = [r for r in val_rows if _positive(r.label, flag_labels) or row_kind(r) in fpr_on]
         val_scores, _ = score_rows(classify_batch, [r.text for r in val_rows], flag_labels=flag_labels)
         threshold = choose_threshold(val_scores, [r.label for r in val_rows], max_fpr=max_fpr, flag_labels=flag_labels)
-        source = f"chosen on {choose_on} (max_fpr={max_fpr})"
+        source = f"chosen on {choose_on} (max_fpr={max_fpr}" + (f" on {', '.join(fpr_on)} rows)" if fpr_on is not None else ")")
     elif version.manifest.threshold is not None:
         threshold = version.manifest.threshold
         source = f"stored with {version.ref}"
@@ -207,6 +234,12 @@ def evaluate_guardrail(
         overall=rates(scores, gold, threshold, flag_labels=flag_labels),
         per_language=_grouped(rows, scores, threshold, lambda r: r.lang, flag_labels),
         per_source=_grouped(rows, scores, threshold, lambda r: r.source.split("/")[0] if not r.source.startswith("composed") else "composed", flag_labels),
+        per_kind=_grouped(rows, scores, threshold, row_kind, flag_labels),
+        operating_points=[
+            OperatingPoint(threshold=t, overall=rates(scores, gold, t, flag_labels=flag_labels),
+                           per_kind=_grouped(rows, scores, t, row_kind, flag_labels))
+            for t in sorted(thresholds)
+        ],
         label_accuracy=sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(rows) if rows else 0.0,
         rows=len(rows),
         seconds=round(seconds, 2),
@@ -231,4 +264,12 @@ def format_report(report: GuardrailReport) -> str:
     lines.append(line("overall", report.overall))
     lines += [line(f"lang {k}", v) for k, v in report.per_language.items()]
     lines += [line(f"source {k}", v) for k, v in report.per_source.items()]
+    lines += [line(f"kind {k}", v) for k, v in report.per_kind.items()]
+    if report.operating_points:
+        kinds = list(report.per_kind)
+        lines += ["", "other thresholds: TPR of flagged rows, FPR per kind of safe row",
+                  f"{'threshold':>10}{'TPR':>7}{'FPR':>7}" + "".join(f"{k:>12}" for k in kinds)]
+        for p in report.operating_points:
+            fprs = "".join(f"{_fmt(p.per_kind[k].fpr) if k in p.per_kind else '  -  ':>12}" for k in kinds)
+            lines.append(f"{p.threshold:>10.4f}{_fmt(p.overall.tpr):>7}{_fmt(p.overall.fpr):>7}{fprs}")
     return "\n".join(lines)

@@ -18,7 +18,8 @@ email or web-form shape, with lowercase and typo styles. Names, emails and addre
 from a seeded Faker; out-of-scope material also from presidio-evaluator's sentence
 templates (read as a file when installed). Every entity is recorded while the text is
 built, so offsets are exact by construction. Test messages use held-out ask templates
-(about 20% per intent), so the test split measures generalisation to new phrasings; no
+(about 20% per intent) and validation messages another 10%, so the test split measures
+generalisation to new phrasings and validation (early stopping, the best epoch) sees it too; no
 message text appears twice anywhere in the sample (splits, data sets, documents). Phones are
 drawn in fictional ranges (555, Ofcom drama numbers) in US and UK formats. Same seed ->
 byte-identical files (independent of PYTHONHASHSEED).
@@ -137,14 +138,26 @@ def parse_sizes(spec: str | None) -> SampleSizes:
 
 @dataclass(frozen=True)
 class SampleTemplates:
-    """The ask templates of every intent, split into a train pool and a held-out test pool."""
+    """The ask templates of every intent, in three disjoint pools: one per split.
+
+    Validation and test messages are composed from phrasings that no training message uses,
+    so validation metrics (early stopping, the best epoch, config choices) see the same
+    generalisation gap that the test split measures."""
 
     train: dict[str, list[tuple[str, str | None]]]
+    validation: dict[str, list[tuple[str, str | None]]]
     test: dict[str, list[tuple[str, str | None]]]
 
     def pool(self, split: str) -> dict[str, list[tuple[str, str | None]]]:
-        """Ask templates usable in ``split`` (test: held-out ones only)."""
-        return self.test if split == "test" else self.train
+        """Ask templates usable in ``split``: each split has its own."""
+        pools = {"train": self.train, "validation": self.validation, "test": self.test}
+        if split not in pools:
+            raise ValueError(f"unknown split `{split}`: expected one of {sorted(pools)}")
+        return pools[split]
+
+    def all(self, intent: str) -> list[tuple[str, str | None]]:
+        """Every ask template of ``intent`` (the three pools together)."""
+        return self.train[intent] + self.validation[intent] + self.test[intent]
 
 
 _PRESIDIO_SLOTS = {
@@ -195,9 +208,11 @@ def _presidio_templates() -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
-def load_templates(seed: int = 0, *, held_out: float = 0.2) -> SampleTemplates:
-    """All ask templates, with about ``held_out`` of each intent's kept for the test split."""
+def load_templates(seed: int = 0, *, held_out: float = 0.2, validation: float = 0.1) -> SampleTemplates:
+    """All ask templates: about ``held_out`` of each intent's kept for the test split and
+    ``validation`` for the validation split (seeded per intent), the rest for training."""
     train: dict[str, list[tuple[str, str | None]]] = {}
+    val: dict[str, list[tuple[str, str | None]]] = {}
     test: dict[str, list[tuple[str, str | None]]] = {}
     for intent in INTENTS:
         asks = [(a, None) if isinstance(a, str) else a for a in T.ASKS[intent]]
@@ -207,9 +222,11 @@ def load_templates(seed: int = 0, *, held_out: float = 0.2) -> SampleTemplates:
         order = list(range(len(asks)))
         rng.shuffle(order)
         n_test = max(2, round(len(asks) * held_out))
+        n_val = max(2, round(len(asks) * validation))
         test[intent] = [asks[i] for i in sorted(order[:n_test])]
-        train[intent] = [asks[i] for i in sorted(order[n_test:])]
-    return SampleTemplates(train=train, test=test)
+        val[intent] = [asks[i] for i in sorted(order[n_test : n_test + n_val])]
+        train[intent] = [asks[i] for i in sorted(order[n_test + n_val :])]
+    return SampleTemplates(train=train, validation=val, test=test)
 
 
 # --------------------------------------------------------------------------- values
@@ -746,8 +763,11 @@ def _default_gist(msg: Message) -> str:
 
 def _summary(msg: Message) -> str:
     subject = _subject(msg)
-    gist = msg.gist or _default_gist(msg)
-    text = f"{subject} {_render(gist, msg.values)}."
+    gist = _render(msg.gist or _default_gist(msg), msg.values)
+    order_id = msg.used.get("order_id")
+    if order_id and order_id not in gist and msg.intent != "other":  # said in a detail line, not in the ask
+        gist += f" (order {order_id})"
+    text = f"{subject} {gist}."
     if msg.intent == "other":
         text = text[:-1] + "; there is no customer-service request."
     if msg.secondary_gist:
@@ -960,10 +980,11 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
         "intents": list(INTENTS),
         "entity_types": list(ENTITY_TYPES),
         "held_out_templates": {i: len(templates.test[i]) for i in INTENTS},
+        "validation_templates": {i: len(templates.validation[i]) for i in INTENTS},
         "train_templates": {i: len(templates.train[i]) for i in INTENTS},
         "presidio_templates": len(_presidio_templates()),
         "note": (
-            "test messages use held-out ask templates (validation uses the train templates); "
+            "each split has its own ask templates (test: held_out_templates, validation: validation_templates); "
             "no message text appears twice in the whole sample (splits, data sets, documents); presidio_templates = out-of-scope sentences "
             "read from presidio-evaluator (0 when it is not installed, which changes the output)"
         ),
@@ -1033,7 +1054,7 @@ def _documents(n: int, seed: int, templates: SampleTemplates, seen: set[str]) ->
     """Documents to run a pipeline on: long multi-ask emails, short chats, forms and out-of-scope messages."""
     rng = random.Random(f"{seed}:documents")
     fk = _pools(seed)
-    pool = {i: templates.train[i] + templates.test[i] for i in INTENTS}
+    pool = {i: templates.all(i) for i in INTENTS}
     out: list[Message] = []
     while len(out) < n:
         k = len(out)
