@@ -346,6 +346,9 @@ class _Filler:
         text = template
         for key, value in values.items():
             text = text.replace("{" + key + "}", value)
+        # a date value that brings its own preposition after the template's ("on on Friday", "le le 3 mars")
+        text = re.sub(r"\b(on|am|le|el|il) \1 ", r"\1 ", text)
+        text = text.replace("since on ", "since ")
         return text, (insult_source if "{insult}" in template else "")
 
 

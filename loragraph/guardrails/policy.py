@@ -30,6 +30,14 @@ Policies (what happens when the guardrail fails)
       ``escalated``), with ``fallback`` or a default hand-off message as the reply. The
       automated text is never sent.
 
+Review band
+    ``review_threshold`` (below ``threshold``) adds a second, lower line: a flagged score
+    at or above it but below ``threshold`` does not apply the policy but hands the run to
+    a human (``escalate``, run status ``escalated``, reply ``review_reply`` or the default
+    hand-off message). So a pipeline can block what is surely an attack and keep what
+    only might be one from being answered automatically, without refusing it. A band
+    that is empty (``review_threshold`` at or above the threshold in use) does nothing.
+
 Errors
     If ``classify_fn`` raises, ``on_error: fail_closed`` (default) treats the text as
     flagged with score 1.0 (label ``error``, ``failed_closed=True``) and applies the
@@ -88,6 +96,11 @@ class GuardrailSettings(BaseModel):
         "block", description="what to do when the guardrail fails: `block`, `redact`, `replace` or `escalate`"
     )
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description="fails when the flagged score is at or above this")
+    review_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="a flagged score at or above this but below `threshold` escalates the run to a human instead",
+    )
+    review_reply: str | None = Field(None, description="reply of a run escalated by the review band (default: a hand-off message)")
     flag_labels: list[str] | None = Field(
         None, description="labels that count as a violation; default: every label except `safe`"
     )
@@ -197,11 +210,13 @@ def _verdict(
     reason: str,
     failed_closed: bool = False,
 ) -> GuardrailVerdict:
+    review = settings.review_threshold
     return GuardrailVerdict(
         guardrail=stage,
         label=label,
         score=round(float(score), 6),
         threshold=settings.threshold,
+        review_threshold=review if review is not None and review < settings.threshold else None,  # None: no band
         passed=passed,
         action=action,
         failed_closed=failed_closed,
@@ -244,6 +259,14 @@ def apply_guardrail(
             label, score = "pii_leak", 1.0
 
     if score < settings.threshold and not failed_closed:
+        review = settings.review_threshold
+        if review is not None and review <= score:
+            verdict = _verdict(
+                stage_name, settings, label=label, score=score, passed=False, action="escalate",
+                reason=f"{reason}; at or above the review threshold {review:.3f}: handed to a human",
+            )
+            reply = settings.review_reply or DEFAULT_ESCALATION_REPLY
+            return GuardrailOutcome(verdict=verdict, text=text, stop=True, reply=reply, escalate=True, leaked=leaked)
         verdict = _verdict(stage_name, settings, label=label, score=score, passed=True, action="none", reason=reason)
         return GuardrailOutcome(verdict=verdict, text=text, leaked=leaked)
 

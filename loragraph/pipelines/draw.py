@@ -34,7 +34,10 @@ def _mermaid_text(text: str) -> str:
 
 
 def _threshold_text(stage: StageSpec) -> str:
-    return f"{stage.threshold:g}" if stage.threshold is not None else "stored threshold"
+    text = f"{stage.threshold:g}" if stage.threshold is not None else "stored threshold"
+    if stage.review_threshold is not None:
+        text += f" · escalate ≥ {stage.review_threshold:g}"
+    return text
 
 
 def _node_text(name: str, stage: StageSpec) -> str:

@@ -96,7 +96,7 @@ COMBINE_MODES: dict[str, tuple[str, ...]] = {
 """Allowed ``chunking.combine`` per stage kind; the first one is the default."""
 
 GENERATE_ONLY_FIELDS = ("prompt", "system", "max_new_tokens", "repetition_penalty", "no_repeat_ngram_size")
-GUARDRAIL_ONLY_FIELDS = ("target", "policy", "threshold", "flag_labels", "fallback", "on_error")
+GUARDRAIL_ONLY_FIELDS = ("target", "policy", "threshold", "review_threshold", "review_reply", "flag_labels", "fallback", "on_error")
 
 _STAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -362,6 +362,18 @@ class StageSpec(BaseModel):
         description="guardrail: fails when a flagged label scores at or above this; absent: the threshold "
         "stored with the adapter version (chosen at training), else 0.5",
     )
+    review_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="guardrail: a second, lower line: a flagged score at or above this but below the "
+        "threshold hands the run to a human (escalated, nothing automated is sent) instead of passing; "
+        "absent: no review band",
+    )
+    review_reply: str | None = Field(
+        None,
+        description="guardrail: the reply of a run the review band escalated (default: a hand-off message)",
+    )
     flag_labels: list[str] | None = Field(
         None,
         description="guardrail: adapter labels that count as a violation; default: every label except "
@@ -414,6 +426,19 @@ class StageSpec(BaseModel):
             )
         if self.inputs is not None and len(set(self.inputs)) != len(self.inputs):
             raise _fail(f"`inputs` must not repeat names, got {self.inputs}", "inputs")
+        if (
+            self.kind == "guardrail"
+            and self.review_threshold is not None
+            and self.threshold is not None
+            and self.review_threshold >= self.threshold
+        ):
+            raise _fail(
+                f"`review_threshold` {self.review_threshold:g} must be below `threshold` {self.threshold:g}: "
+                "scores from the review threshold up to the threshold go to a human",
+                "review_threshold",
+            )
+        if self.review_reply is not None and self.review_threshold is None:
+            raise _fail("`review_reply` needs `review_threshold` (the band whose runs it answers)", "review_reply")
         if self.kind == "guardrail" and self.policy == "replace" and not self.fallback:
             raise _fail(
                 "`fallback` (the reply to send instead) is required for `policy: replace`",

@@ -30,6 +30,9 @@ class GuardrailVerdict(BaseModel):
     label: str = Field(description="the classifier's label, e.g. `attack` or `safe`")
     score: float = Field(description="probability of the flagged label")
     threshold: float = Field(description="score at or above which the guardrail fails")
+    review_threshold: float | None = Field(
+        None, description="score at or above which (below `threshold`) the run goes to a human; None: no review band"
+    )
     passed: bool = Field(description="True when the text is allowed through unchanged")
     action: GuardrailAction = Field("none", description="what the policy did")
     failed_closed: bool = Field(False, description="the guardrail errored and its policy failed closed")

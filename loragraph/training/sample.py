@@ -67,6 +67,7 @@ Split = Literal["train", "validation", "test"]
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December")
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_FUTURE_DATES = ("tomorrow", "next week", "the weekend", "the end of the week", "the day after tomorrow", "next month", *tuple(f"next {d}" for d in _DAYS))
 _RELATIVE_DATES = ("yesterday", "today", "this morning", "last week", "two days ago", "3 days ago", "a week ago", "the day before yesterday", "last month", "10 days ago", *tuple(f"last {d}" for d in _DAYS))
 
 ENTITY_FORMATS: dict[str, str] = {
@@ -75,7 +76,7 @@ ENTITY_FORMATS: dict[str, str] = {
     "EMAIL": r"[a-z0-9._+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)+",
     "PHONE": r"\+?\(?[0-9][0-9 ().\-]{6,}[0-9]",
     "DATE": r"(?:" + "|".join(_MONTHS) + r") \d{1,2}(?:st|nd|rd|th)?|\d{1,2} (?:" + "|".join(_MONTHS)
-    + r")|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|" + "|".join(_DAYS) + "|" + "|".join(_RELATIVE_DATES),
+    + r")|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|" + "|".join(_DAYS) + "|" + "|".join(_RELATIVE_DATES + _FUTURE_DATES),
     "AMOUNT": r"[$€£]\d{1,3}(?:,\d{3})*(?:\.\d{2})?|\d+(?:\.\d{2})? (?:USD|EUR|GBP|dollars|euros|pounds)|(?:USD|EUR|GBP) \d+(?:\.\d{2})?",
     "PRODUCT": "|".join(re.escape(p) for p in T.PRODUCTS),
     "ADDRESS": r".*\d.*,.*",
@@ -293,8 +294,15 @@ def _phone(rng: random.Random) -> str:
     )
 
 
-def _date(rng: random.Random) -> tuple[str, bool]:
-    """(date text, needs "on" before it in running text)."""
+def _end_sentence(b: _Builder) -> None:
+    """A full stop after the text so far unless it already ends a sentence (before a next one)."""
+    if not b.result().rstrip().endswith((".", "?", "!", ":")):
+        b.text(".")
+
+
+def _date(rng: random.Random, *, future: bool = False) -> tuple[str, bool]:
+    """(date text, needs "on" before it in running text); ``future``: a relative date is ahead
+    ("next week"), for "need it by {date2}" asks."""
     m, d = rng.randint(1, 12), rng.randint(1, 28)
     suffix = "th" if 10 <= d % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(d % 10, "th")
     kind = rng.randrange(8)
@@ -308,7 +316,7 @@ def _date(rng: random.Random) -> tuple[str, bool]:
         return f"{m:02d}/{d:02d}/2026", True
     if kind == 4:
         return rng.choice(_DAYS), True
-    return rng.choice(_RELATIVE_DATES), False
+    return rng.choice(_FUTURE_DATES if future else _RELATIVE_DATES), False
 
 
 def _amounts(rng: random.Random) -> tuple[str, str]:
@@ -368,7 +376,7 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
     product = rng.choice(T.PRODUCTS_BY_KIND["electronics"] if intent == "technical_support" else T.PRODUCTS)
     product2 = rng.choice([p for p in T.PRODUCTS if p != product])
     date, date_on = _date(rng)
-    date2, date2_on = _date(rng)
+    date2, date2_on = _date(rng, future=True)
     agent = rng.choice(fk.first["us"])
     pq = rng.choice([q for q in T.PRODUCT_QUESTIONS if _fits(q[3], product)])
     issue = rng.choice(T.PRODUCT_ISSUES)
@@ -596,8 +604,7 @@ def _compose(
         else:
             b.template(ask)
             if secondary and sec_t:
-                if not b.result().rstrip().endswith((".", "?", "!")):
-                    b.text(".")
+                _end_sentence(b)
                 b.text(sep)
                 b.template(sec_t, secondary=True)
 
@@ -612,14 +619,17 @@ def _compose(
                     if not _SLOT.findall(d) or not set(_SLOT.findall(d)) & (b.used.keys() | b.secondary_used.keys())
                     if not (secondary and re.search(r"\b[Ii]t\b", d))
                     if not (intent == "change_shipping_address" and "{address}" in d)
+                    if not (intent == "account_access" and re.search(r"\b[Ii]t\b", d))  # no "it": a login has no item
                 ]
                 if not lines:
                     break
+                _end_sentence(b)
                 b.text(sep)
                 b.template(rng.choice(lines))
         if rng.random() < contact_p:
             lines = [c for c in T.CONTACT_LINES if not set(_SLOT.findall(c)) & b.used.keys()]
             if lines:
+                _end_sentence(b)
                 b.text(sep)
                 b.template(rng.choice(lines))
 
@@ -846,6 +856,8 @@ def _body(msg: Message, intent: str, v: int) -> str:
             return f"I've unlocked your account. For safety, I've also sent a password reset link to {to}; it is valid for one hour."
         if "verif" in g:
             return f"I've verified your account manually and resent the verification email to {to}; once you click the link you can log in as usual."
+        if "sign-in link" in g:
+            return f"I've sent a fresh sign-in link to {to}. Please open it in the same browser you use for our site; if it still leaves you signed out, clear the site's cookies and try once more."
         if "hacked" in g:
             return f"I've secured your account and signed out all sessions. Please use the password reset link I've sent to {to} to choose a new password."
         return (

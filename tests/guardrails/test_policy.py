@@ -143,3 +143,30 @@ def test_settings_from_mapping_and_replace_needs_fallback() -> None:
     assert GuardrailSettings.of({"policy": "redact", "threshold": 0.3}).threshold == 0.3
     with pytest.raises(ConfigError, match="`fallback`"):
         GuardrailSettings.of({"policy": "replace"})
+
+
+def test_review_band_escalates_between_the_review_threshold_and_the_threshold() -> None:
+    band = spec(policy="block", threshold=0.5, review_threshold=0.1)
+    unsure = apply_guardrail("guard_in", band, ATTACK, fixed(0.3))
+    assert unsure.stop and unsure.escalate and unsure.run_status == "escalated"
+    assert unsure.reply == DEFAULT_ESCALATION_REPLY and unsure.text == ATTACK
+    v = unsure.verdict
+    assert (v.passed, v.action, v.threshold, v.review_threshold) == (False, "escalate", 0.5, 0.1)
+    assert "review threshold 0.100" in v.reason
+    # at the review threshold: escalated (inclusive); below it: passed; at the threshold: the policy
+    assert apply_guardrail("g", band, ATTACK, fixed(0.1)).verdict.action == "escalate"
+    low = apply_guardrail("g", band, ATTACK, fixed(0.09))
+    assert low.verdict.passed and not low.stop and low.verdict.review_threshold == 0.1
+    sure = apply_guardrail("g", band, ATTACK, fixed(0.8))
+    assert sure.verdict.action == "block" and sure.run_status == "blocked"
+    own = apply_guardrail("g", spec(threshold=0.5, review_threshold=0.1, review_reply="A colleague will reply."), ATTACK, fixed(0.3))
+    assert own.reply == "A colleague will reply."
+
+
+def test_an_empty_review_band_does_nothing() -> None:
+    # a stored threshold below the step's review threshold leaves no band: the threshold rules
+    settings = GuardrailSettings.of(spec(review_threshold=0.3)).model_copy(update={"threshold": 0.2})
+    out = apply_guardrail("g", settings, ATTACK, fixed(0.25))
+    assert out.verdict.action == "block" and out.verdict.review_threshold is None
+    assert apply_guardrail("g", settings, ATTACK, fixed(0.1)).verdict.passed
+

@@ -72,6 +72,17 @@ def test_escalate_marks_the_run_for_a_human(world: dict[str, Any], tmp_path: Pat
     assert result.status == "escalated"
 
 
+def test_review_band_hands_the_run_to_a_human_before_any_other_stage(world: dict[str, Any], tmp_path: Path) -> None:
+    top = 0.999
+    score = _router(world, tmp_path, f"    threshold: {top}").run(DOC).verdicts[0].score
+    assert 0.0 < score < top
+    band = _router(world, tmp_path, f"    threshold: {top}\n    review_threshold: {score / 2}").run(DOC)
+    assert band.path == ["guard_in"] and band.status == "escalated" and "intent" not in band.outputs
+    assert band.verdicts[0].action == "escalate" and band.verdicts[0].review_threshold == pytest.approx(score / 2)
+    above = _router(world, tmp_path, f"    threshold: {top}\n    review_threshold: {(score + top) / 2}").run(DOC)
+    assert above.status == "ok" and above.path == ["guard_in", "intent"]
+
+
 def test_batch_summary_counts_each_guardrails_failures(world: dict[str, Any], tmp_path: Path) -> None:
     """`loragraph run` prints per guardrail how often it failed: the flag-rate check of a new version."""
     import json

@@ -204,6 +204,36 @@ stages:
     )
 
 
+def test_review_threshold_lies_below_the_threshold_and_review_reply_needs_it() -> None:
+    text = """\
+name: demo
+stages:
+  guard:
+    kind: guardrail
+    adapter: guard
+    threshold: 0.4
+    review_threshold: 0.4
+  other_guard:
+    kind: guardrail
+    adapter: guard
+    review_reply: A colleague will reply.
+  intent:
+    kind: classify
+    adapter: intent
+    review_threshold: 0.1
+"""
+    problems = _problems(text)
+    assert problems[0].startswith(
+        f"p.yaml:{line_of(text, 'review_threshold: 0.4')}: `stages.guard.review_threshold` 0.4 must be below `threshold` 0.4"
+    )
+    assert problems[1].startswith(
+        f"p.yaml:{line_of(text, 'review_reply')}: `stages.other_guard.review_reply` needs `review_threshold`"
+    )
+    assert problems[2].startswith(
+        f"p.yaml:{line_of(text, 'review_threshold: 0.1')}: `stages.intent.review_threshold` is only for `kind: guardrail`"
+    )
+
+
 def test_condition_value_shapes() -> None:
     with pytest.raises(ValueError, match="non-empty list"):
         Condition(field="intent.label", op="in", value="complaint")
