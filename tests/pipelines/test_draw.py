@@ -51,6 +51,13 @@ def test_mermaid_has_nodes_conditions_and_guardrail_style() -> None:
     assert any(line.startswith("  classDef guardrail fill:#fee2e2") for line in lines)
 
 
+def test_a_review_band_is_drawn_with_the_guardrail() -> None:
+    text = GUARDED.replace("threshold: 0.7}", "threshold: 0.7, review_threshold: 0.05}")
+    assert "checks input · block ≥ 0.7 · escalate ≥ 0.05" in to_mermaid(parse_pipeline(text))
+    stored = to_mermaid(load_pipeline(SAMPLE))  # the sample's guard_in: stored threshold + review band
+    assert "block ≥ stored threshold · escalate ≥ 0.05" in stored
+
+
 def test_mermaid_escapes_quotes_in_labels() -> None:
     text = GUARDED.replace("value: other}", 'value: "say \\"no\\" | <b>"}')
     out = to_mermaid(parse_pipeline(text))
