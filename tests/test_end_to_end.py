@@ -90,6 +90,8 @@ def test_sample_pipeline_runs_on_the_bundled_base(trained: dict[str, Any]) -> No
         assert result.verdicts and result.verdicts[0].guardrail == "guard_in"
         if result.status == "blocked":  # a blocked input never reaches a generate stage
             assert result.path == ["guard_in"] and result.reply
+        elif result.path == ["guard_in"]:  # escalated by guard_in's review band: no generate stage either
+            assert result.status == "escalated" and result.reply and result.verdicts[0].action == "escalate"
         else:
             assert result.path[-1] in ("check_reply", "check_out_of_scope", "escalation"), result.path
         for step in result.trace:
