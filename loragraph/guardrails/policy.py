@@ -127,6 +127,13 @@ class GuardrailSettings(BaseModel):
             raise ConfigError("`fallback` (the reply to send instead) is required for `policy: replace`")
         return settings
 
+    @property
+    def review_band(self) -> float | None:
+        """The review threshold in effect: ``review_threshold`` when it lies below ``threshold``,
+        else None (no band, or an empty one)."""
+        review = self.review_threshold
+        return review if review is not None and review < self.threshold else None
+
 
 class GuardrailOutcome(BaseModel):
     """What a guardrail step decided, for the router."""
@@ -210,13 +217,12 @@ def _verdict(
     reason: str,
     failed_closed: bool = False,
 ) -> GuardrailVerdict:
-    review = settings.review_threshold
     return GuardrailVerdict(
         guardrail=stage,
         label=label,
         score=round(float(score), 6),
         threshold=settings.threshold,
-        review_threshold=review if review is not None and review < settings.threshold else None,  # None: no band
+        review_threshold=settings.review_band,
         passed=passed,
         action=action,
         failed_closed=failed_closed,
@@ -259,7 +265,7 @@ def apply_guardrail(
             label, score = "pii_leak", 1.0
 
     if score < settings.threshold and not failed_closed:
-        review = settings.review_threshold
+        review = settings.review_band
         if review is not None and review <= score:
             verdict = _verdict(
                 stage_name, settings, label=label, score=score, passed=False, action="escalate",

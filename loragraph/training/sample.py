@@ -613,13 +613,13 @@ def _compose(
             return
         if rng.random() < detail_p:
             for _ in range(rng.randint(1, n_max)):
-                # only details that add something: no slot already said, no vague "it" after two asks
+                # only details that add something: no slot already said
                 lines = [
                     d for d in T.DETAIL_LINES
                     if not _SLOT.findall(d) or not set(_SLOT.findall(d)) & (b.used.keys() | b.secondary_used.keys())
-                    if not (secondary and re.search(r"\b[Ii]t\b", d))
+                    # no vague "it" after two asks, nor after a login problem (it has no item)
+                    if not ((secondary or intent == "account_access") and re.search(r"\b[Ii]t\b", d))
                     if not (intent == "change_shipping_address" and "{address}" in d)
-                    if not (intent == "account_access" and re.search(r"\b[Ii]t\b", d))  # no "it": a login has no item
                 ]
                 if not lines:
                     break
