@@ -548,6 +548,7 @@ def cmd_guardrails_eval(args: argparse.Namespace) -> int:
         max_fpr=args.max_fpr,
         fpr_on=[k.strip() for k in args.fpr_on.split(",") if k.strip()] if args.fpr_on is not None else None,
         thresholds=args.thresholds,
+        review_threshold=args.review_threshold,
         flag_labels=args.flag_labels.split(",") if args.flag_labels else None,
     )
     if args.json:
@@ -575,6 +576,9 @@ def _add_guardrails(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--fpr-on", default=None, help="with --choose-on: comma-separated kinds of safe rows whose FPR counts "
                    "(customer, look-alike, document, composed, other; default: every safe row)")
     p.add_argument("--thresholds", type=_threshold_list, default=(), help="comma-separated extra thresholds to report (e.g. 0.05,0.2,0.5)")
+    p.add_argument("--review-threshold", type=float, default=None,
+                   help="also report what a step with this review band does (policy / a human / answered), "
+                   "as a pipeline step's `review_threshold`; below the threshold in use")
     p.add_argument("--flag-labels", default=None, help="comma-separated flagged labels (default: every label but `safe`)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_guardrails_eval)

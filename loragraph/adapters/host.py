@@ -353,35 +353,39 @@ class AdapterHost:
             label=labels[best], score=float(probs[best]), scores={lab: float(p) for lab, p in zip(labels, probs, strict=True)}
         )
 
-    def _chunks(self, n: int) -> list[range]:
-        return [range(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+    def _chunks(self, n: int, texts: Sequence[str] | None = None) -> list[Sequence[int]]:
+        """Row indices per batch; given ``texts``, batches of similar length (less padding; every
+        row is masked to its own tokens, so its batch moves its output by float rounding only)."""
+        order: Sequence[int] = range(n) if texts is None else sorted(range(n), key=lambda i: len(texts[i]))
+        return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
 
     def classify(self, adapter: AdapterArg, texts: Sequence[str], *, max_length: int | None = None) -> list[Classification]:
         """Label each text with a classify adapter: one forward pass per batch, no decoding."""
         texts = _as_texts(texts)
-        out: list[Classification] = []
+        out: dict[int, Classification] = {}
         with self._lock:
             mounted, head = self._head_of(adapter, "classify")
             self._activate(mounted)
-            for chunk in self._chunks(len(texts)):
+            for chunk in self._chunks(len(texts), texts):
                 part = [texts[i] for i in chunk]
                 _, logits = self._forward_heads(part, [head] * len(part), None, max_length)
-                out += [self._classification(head, row) for row in logits]
-        return out
+                for i, row in zip(chunk, logits, strict=True):
+                    out[i] = self._classification(head, row)
+        return [out[i] for i in range(len(texts))]
 
     def tag(self, adapter: AdapterArg, texts: Sequence[str], *, max_length: int | None = None) -> list[list[Entity]]:
         """Entities of each text with a tag adapter: one forward pass per batch, exact char offsets."""
         texts = _as_texts(texts)
-        out: list[list[Entity]] = []
+        out: list[list[Entity]] = [[] for _ in texts]
         with self._lock:
             mounted, head = self._head_of(adapter, "tag")
             self._activate(mounted)
-            for chunk in self._chunks(len(texts)):
+            for chunk in self._chunks(len(texts), texts):
                 part = [texts[i] for i in chunk]
                 enc, logits = self._forward_heads(part, [head] * len(part), None, max_length)
-                for row, (text, row_logits) in enumerate(zip(part, logits, strict=True)):
-                    spans = tag_ids_to_spans(text, enc["offset_mapping"][row], row_logits.argmax(-1), head.config)
-                    out.append([Entity(**s) for s in spans])
+                for row, (i, row_logits) in enumerate(zip(chunk, logits, strict=True)):
+                    spans = tag_ids_to_spans(texts[i], enc["offset_mapping"][row], row_logits.argmax(-1), head.config)
+                    out[i] = [Entity(**s) for s in spans]
         return out
 
     def classify_mixed(

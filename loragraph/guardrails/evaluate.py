@@ -7,6 +7,8 @@ the threshold. ``choose_threshold`` picks the threshold on a validation split (n
 test split): the highest TPR whose FPR stays within ``max_fpr``, with the largest margin
 (see there); ``fpr_on`` limits the FPR that counts to some kinds of safe rows. Extra
 ``thresholds`` add operating points to the report (one scoring pass for all of them).
+``review_threshold`` reports what a pipeline step with that review band does with each row
+(``policy.GuardrailSettings.zone``): its policy applies, a human reads it, or it passes.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ from pydantic import BaseModel, Field
 
 from loragraph.errors import ConfigError
 from loragraph.guardrails.data import ROW_KINDS, GuardrailRow, read_rows, row_kind
-from loragraph.guardrails.policy import DEFAULT_THRESHOLD, flagged_score
+from loragraph.guardrails.policy import DEFAULT_THRESHOLD, GuardrailSettings, flagged_score
 
 __all__ = [
+    "BandOutcomes",
     "GroupRates",
     "GuardrailReport",
     "OperatingPoint",
+    "ReviewBand",
     "choose_threshold",
     "evaluate_guardrail",
     "format_report",
     "rates",
+    "report_scores",
+    "review_band",
     "score_rows",
 ]
 
@@ -56,6 +62,25 @@ class OperatingPoint(BaseModel):
     per_kind: dict[str, GroupRates] = Field(description="rates per kind of row (`data.row_kind`)")
 
 
+class BandOutcomes(BaseModel):
+    """What a step with a review band does with one group of rows (counts)."""
+
+    rows: int = Field(description="rows in the group")
+    flagged: int = Field(description="scored at or above the threshold: the step's policy applies (the sample's `guard_in` refuses)")
+    review: int = Field(description="scored in the review band: the run is escalated to a human, nothing is answered automatically")
+    passed: int = Field(description="scored below the review threshold: the run goes on and is answered automatically")
+
+
+class ReviewBand(BaseModel):
+    """The outcomes of a step with ``threshold`` and ``review_threshold`` (``--review-threshold``)."""
+
+    threshold: float = Field(description="at or above it the step's policy applies")
+    review_threshold: float = Field(description="from it up to the threshold the run goes to a human")
+    positives: BandOutcomes = Field(description="the rows whose label is flagged (attacks)")
+    negatives: BandOutcomes = Field(description="the `safe` rows")
+    per_kind: dict[str, BandOutcomes] = Field(description="per kind of row (`data.row_kind`) and label, e.g. `composed safe`")
+
+
 class GuardrailReport(BaseModel):
     """The evaluation of one guardrail adapter on one data file."""
 
@@ -68,6 +93,7 @@ class GuardrailReport(BaseModel):
     per_source: dict[str, GroupRates] = Field(description="rates per source of the rows")
     per_kind: dict[str, GroupRates] = Field(description="rates per kind of row (`data.row_kind`: customer, look-alike, document, composed, direct, other)")
     operating_points: list[OperatingPoint] = Field(default_factory=list, description="the rates at the extra `thresholds`")
+    review_band: ReviewBand | None = Field(None, description="the outcomes with a review band (`review_threshold`), else None")
     label_accuracy: float = Field(description="share of rows whose predicted label equals the gold label")
     rows: int = Field(description="rows evaluated")
     seconds: float = Field(description="wall time of the classification")
@@ -155,6 +181,40 @@ def _grouped(
     }
 
 
+def _outcomes(zones: Sequence[str]) -> BandOutcomes:
+    return BandOutcomes(rows=len(zones), flagged=zones.count("flagged"), review=zones.count("review"), passed=zones.count("passed"))
+
+
+def _check_review(review_threshold: float, threshold: float, source: str) -> None:
+    if not 0.0 <= review_threshold < threshold:
+        where = f", {source}" if source else ""
+        raise ConfigError(
+            f"`--review-threshold` must be at least 0 and below the threshold in use ({threshold:.4f}{where}), "
+            f"got {review_threshold}: the band between them would be empty"
+        )
+
+
+def review_band(
+    rows: Sequence[GuardrailRow], scores: Sequence[float], threshold: float, review_threshold: float,
+    *, flag_labels: Sequence[str] | None = None,
+) -> ReviewBand:
+    """What a step with this threshold and review band does with each row, counted per group."""
+    _check_review(review_threshold, threshold, "")
+    settings = GuardrailSettings(threshold=threshold, review_threshold=review_threshold)
+    zones = [settings.zone(s) for s in scores]
+    kinds: dict[str, list[str]] = defaultdict(list)
+    for r, z in zip(rows, zones, strict=True):
+        kinds[f"{row_kind(r)} {r.label}"].append(z)
+    positive = [_positive(r.label, flag_labels) for r in rows]
+    return ReviewBand(
+        threshold=threshold,
+        review_threshold=review_threshold,
+        positives=_outcomes([z for z, p in zip(zones, positive, strict=True) if p]),
+        negatives=_outcomes([z for z, p in zip(zones, positive, strict=True) if not p]),
+        per_kind={k: _outcomes(v) for k, v in sorted(kinds.items())},
+    )
+
+
 def evaluate_guardrail(
     adapter: str,
     data: str | Path,
@@ -164,6 +224,7 @@ def evaluate_guardrail(
     max_fpr: float = 0.03,
     fpr_on: Sequence[str] | None = None,
     thresholds: Sequence[float] = (),
+    review_threshold: float | None = None,
     flag_labels: Sequence[str] | None = None,
     host: Any = None,
     registry: Any = None,
@@ -173,7 +234,8 @@ def evaluate_guardrail(
     ``threshold`` fixes the threshold; else ``choose_on`` (a validation file) chooses it
     with ``max_fpr`` (counted on the safe rows of the kinds in ``fpr_on``, default all);
     else the version's stored threshold (``Manifest.threshold``, chosen at training), else
-    0.5. ``thresholds`` adds operating points. ``host`` reuses a loaded ``AdapterHost``.
+    0.5. ``thresholds`` adds operating points; ``review_threshold`` (below the threshold in
+    use) adds the outcomes of a step with that review band. ``host`` reuses a loaded ``AdapterHost``.
     """
     import time
 
@@ -221,16 +283,39 @@ def evaluate_guardrail(
         source = f"stored with {version.ref}"
     else:
         threshold = DEFAULT_THRESHOLD
+    if review_threshold is not None:
+        _check_review(review_threshold, threshold, source)
     rows = read_rows(data)
     started = time.perf_counter()
     scores, predicted = score_rows(classify_batch, [r.text for r in rows], flag_labels=flag_labels)
-    seconds = time.perf_counter() - started
+    return report_scores(
+        version.ref, data, rows, scores, predicted, threshold=threshold, threshold_source=source,
+        thresholds=thresholds, review_threshold=review_threshold, flag_labels=flag_labels,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def report_scores(
+    adapter: str,
+    data: str | Path,
+    rows: Sequence[GuardrailRow],
+    scores: Sequence[float],
+    predicted: Sequence[str],
+    *,
+    threshold: float,
+    threshold_source: str,
+    thresholds: Sequence[float] = (),
+    review_threshold: float | None = None,
+    flag_labels: Sequence[str] | None = None,
+    seconds: float = 0.0,
+) -> GuardrailReport:
+    """The report of rows already scored (flagged probability and predicted label per row)."""
     gold = [r.label for r in rows]
     return GuardrailReport(
-        adapter=version.ref,
+        adapter=adapter,
         data=str(data),
         threshold=threshold,
-        threshold_source=source,
+        threshold_source=threshold_source,
         overall=rates(scores, gold, threshold, flag_labels=flag_labels),
         per_language=_grouped(rows, scores, threshold, lambda r: r.lang, flag_labels),
         per_source=_grouped(rows, scores, threshold, lambda r: r.source.split("/")[0] if not r.source.startswith("composed") else "composed", flag_labels),
@@ -240,6 +325,10 @@ def evaluate_guardrail(
                            per_kind=_grouped(rows, scores, t, row_kind, flag_labels))
             for t in sorted(thresholds)
         ],
+        review_band=(
+            review_band(rows, scores, threshold, review_threshold, flag_labels=flag_labels)
+            if review_threshold is not None else None
+        ),
         label_accuracy=sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(rows) if rows else 0.0,
         rows=len(rows),
         seconds=round(seconds, 2),
@@ -272,4 +361,20 @@ def format_report(report: GuardrailReport) -> str:
         for p in report.operating_points:
             fprs = "".join(f"{_fmt(p.per_kind[k].fpr) if k in p.per_kind else '  -  ':>12}" for k in kinds)
             lines.append(f"{p.threshold:>10.4f}{_fmt(p.overall.tpr):>7}{_fmt(p.overall.fpr):>7}{fprs}")
+    band = report.review_band
+    if band is not None:
+        lines += ["", f"with a review band: policy at >= {band.threshold:.4f}, a human at >= {band.review_threshold:.4f}, "
+                      "answered automatically below (share of the group's rows, count)",
+                  f"{'group':<22}{'rows':>6}{'policy':>14}{'human':>14}{'answered':>14}"]
+
+        def share(n: int, total: int) -> str:
+            return f"{n / total:.3f} ({n})" if total else "  -  "
+
+        def band_line(name: str, o: BandOutcomes) -> str:
+            return (f"{name:<22}{o.rows:>6}{share(o.flagged, o.rows):>14}{share(o.review, o.rows):>14}"
+                    f"{share(o.passed, o.rows):>14}")
+
+        lines.append(band_line("flagged rows", band.positives))
+        lines.append(band_line("safe rows", band.negatives))
+        lines += [band_line(f"kind {k}", v) for k, v in band.per_kind.items()]
     return "\n".join(lines)

@@ -134,6 +134,14 @@ class GuardrailSettings(BaseModel):
         review = self.review_threshold
         return review if review is not None and review < self.threshold else None
 
+    def zone(self, score: float) -> Literal["flagged", "review", "passed"]:
+        """Where a flagged score falls: at or above ``threshold`` it is ``flagged`` (the policy
+        applies), in the review band ``review`` (a human reads it), else ``passed``."""
+        if score >= self.threshold:
+            return "flagged"
+        review = self.review_band
+        return "review" if review is not None and review <= score else "passed"
+
 
 class GuardrailOutcome(BaseModel):
     """What a guardrail step decided, for the router."""
@@ -264,12 +272,12 @@ def apply_guardrail(
             reason = f"the text holds personal data not in the customer's message ({kinds}); " + reason
             label, score = "pii_leak", 1.0
 
-    if score < settings.threshold and not failed_closed:
-        review = settings.review_band
-        if review is not None and review <= score:
+    zone = "flagged" if failed_closed else settings.zone(score)
+    if zone != "flagged":
+        if zone == "review":
             verdict = _verdict(
                 stage_name, settings, label=label, score=score, passed=False, action="escalate",
-                reason=f"{reason}; at or above the review threshold {review:.3f}: handed to a human",
+                reason=f"{reason}; at or above the review threshold {settings.review_band:.3f}: handed to a human",
             )
             reply = settings.review_reply or DEFAULT_ESCALATION_REPLY
             return GuardrailOutcome(verdict=verdict, text=text, stop=True, reply=reply, escalate=True, leaked=leaked)

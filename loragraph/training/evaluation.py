@@ -20,9 +20,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loragraph.errors import ConfigError
+
+if TYPE_CHECKING:
+    from loragraph.guardrails.evaluate import GuardrailReport
 
 __all__ = [
     "char_iob2",
@@ -106,6 +109,26 @@ def _span_difference(text: str, spans: Sequence[Mapping[str, Any]], minus: Seque
     return [{"type": t, "text": text[a:b], "start": a, "end": b} for t, a, b in sorted(left, key=lambda k: k[1])]
 
 
+def _guardrail_rates(
+    version: Any, data: str | Path, examples: Sequence[Any], results: Sequence[Any], seconds: float
+) -> GuardrailReport:
+    """A guardrail's TPR/FPR at its stored threshold, from the classifications already made; per
+    language and kind of row when ``data`` is a split written by ``loragraph guardrails data``."""
+    from loragraph.guardrails.data import GuardrailRow, read_rows
+    from loragraph.guardrails.evaluate import report_scores
+    from loragraph.guardrails.policy import DEFAULT_THRESHOLD, flagged_score
+
+    rows = read_rows(data)[: len(examples)]
+    if [r.text for r in rows] != [e.text for e in examples]:  # rows that do not line up: no groups
+        rows = [GuardrailRow(text=e.text, label=e.label, lang="unknown", source="unknown", group=str(i)) for i, e in enumerate(examples)]
+    stored = version.manifest.threshold
+    return report_scores(
+        version.ref, data, rows, [flagged_score(r)[1] for r in results], [r.label for r in results],
+        threshold=stored if stored is not None else DEFAULT_THRESHOLD,
+        threshold_source=f"stored with {version.ref}" if stored is not None else "default", seconds=seconds,
+    )
+
+
 def evaluate_adapter(
     ref: str,
     data: str | Path,
@@ -125,8 +148,10 @@ def evaluate_adapter(
     missed and spurious spans), classify also ``"confusions"`` (label -> predicted, most common
     first); for a generate adapter with ``compare_base``, ``"base"`` (the base alone on the same prompts)
     and ``"gain"`` (adapter minus base, per metric); both decode with the same
-    ``repetition_penalty``/``no_repeat_ngram_size`` (``AdapterHost.generate``). ``host`` reuses a
-    loaded ``AdapterHost``.
+    ``repetition_penalty``/``no_repeat_ngram_size`` (``AdapterHost.generate``). A guardrail (a
+    classify adapter with a stored threshold or a `safe` label) adds ``"guardrail"``: its TPR and
+    FPR at its stored threshold (``guardrails.evaluate.GuardrailReport``; ``loragraph guardrails
+    eval`` chooses thresholds and adds operating points). ``host`` reuses a loaded ``AdapterHost``.
     """
     from loragraph.adapters.registry import Registry
     from loragraph.training.data import load_examples
@@ -160,6 +185,9 @@ def evaluate_adapter(
         ]
         pairs = Counter((err["label"], err["predicted"]) for err in report["errors"])
         report["confusions"] = [{"label": g, "predicted": p, "count": n} for (g, p), n in pairs.most_common()]
+        if manifest.threshold is not None or "safe" in manifest.labels:  # a guardrail: its rates too
+            seconds = time.perf_counter() - started
+            report["guardrail"] = _guardrail_rates(version, data, examples, results, seconds).model_dump()
     elif manifest.kind == "tag":
         results = host.tag(name, [e.text for e in examples])
         predicted = [[{"type": x.type, "start": x.start, "end": x.end} for x in ents] for ents in results]
@@ -217,4 +245,9 @@ def format_report(report: Mapping[str, Any], *, errors: int = 0) -> str:
             missed = "; ".join(f"{x['type']} {x['text']!r}" for x in err["missed"]) or "-"
             spurious = "; ".join(f"{x['type']} {x['text']!r}" for x in err["spurious"]) or "-"
             lines.append(f"  {err['where']}: missed {missed} | spurious {spurious}")
+    if "guardrail" in report:
+        from loragraph.guardrails.evaluate import GuardrailReport
+        from loragraph.guardrails.evaluate import format_report as format_guardrail
+
+        lines += ["", format_guardrail(GuardrailReport.model_validate(report["guardrail"]))]
     return "\n".join(lines)

@@ -129,6 +129,17 @@ def test_classify_single_text_equals_batched(host: AdapterHost) -> None:
         assert host.classify("intent@v1", [text])[0].scores == pytest.approx(expected.scores, abs=1e-5)
 
 
+def test_batches_of_similar_length_keep_the_input_order(host: AdapterHost, world: dict[str, Any]) -> None:
+    """Rows are batched by length (less padding); each output still belongs to its own input."""
+    texts = [TEXTS[2], "ok", TEXTS[0] * 3, TEXTS[1], "refund?", TEXTS[2] + " " + TEXTS[1]]
+    small = AdapterHost(host.base, world["reg"], batch_size=2)  # three batches, none in input order
+    for text, got in zip(texts, small.classify("intent@v1", texts), strict=True):
+        assert got.scores == pytest.approx(host.classify("intent@v1", [text])[0].scores, abs=1e-5)
+    for text, got in zip(texts, small.tag("entities@v1", texts), strict=True):
+        assert got == host.tag("entities@v1", [text])[0]
+        assert all(text[e.start : e.end] == e.text for e in got)
+
+
 def test_classify_mixed_matches_per_adapter(host: AdapterHost, world: dict[str, Any]) -> None:
     pairs = [("intent@v1", TEXTS[0]), ("urgency@v1", TEXTS[1]), ("intent@v1", TEXTS[2]), (world["b"], TEXTS[0])]
     mixed = host.classify_mixed(pairs)

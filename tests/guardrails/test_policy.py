@@ -170,3 +170,14 @@ def test_an_empty_review_band_does_nothing() -> None:
     assert out.verdict.action == "block" and out.verdict.review_threshold is None
     assert apply_guardrail("g", settings, ATTACK, fixed(0.1)).verdict.passed
 
+
+
+def test_zone_names_the_line_a_score_crosses() -> None:
+    from loragraph.guardrails.policy import GuardrailSettings
+
+    banded = GuardrailSettings(threshold=0.5, review_threshold=0.1)
+    assert [banded.zone(s) for s in (0.0, 0.0999, 0.1, 0.4999, 0.5, 1.0)] == [
+        "passed", "passed", "review", "review", "flagged", "flagged"]
+    assert GuardrailSettings(threshold=0.5).zone(0.3) == "passed"
+    assert GuardrailSettings(threshold=0.2, review_threshold=0.3).zone(0.25) == "flagged"  # empty band: no review zone
+    assert GuardrailSettings(threshold=0.2, review_threshold=0.3).zone(0.15) == "passed"

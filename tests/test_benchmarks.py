@@ -1,0 +1,29 @@
+"""The benchmark scripts still run: each on the tiny random base, in a few seconds (the figures
+are meaningless there; the scripts' own runs on the bundled base make the README's)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_guardrails_benchmark_runs_every_document_through_every_stage(tiny_base_path: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "LORAGRAPH_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    (tmp_path / "home" / "base").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "guardrails.py"), "--random-adapters", "--base", str(tiny_base_path),
+         "--docs", "2", "--repeats", "1", "--max-new-tokens", "2", "--json"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    # random guardrails get threshold 1.0 and no review band, so no run ends early
+    assert result["statuses"] == {"ok": 2} and result["random_adapters"] is True
+    assert 0.0 < result["guardrail_share_mean"] < 1.0
+    checks = set(result["guardrail_ms_mean"])  # the input guardrail and an output one on every run
+    assert "guard_in" in checks and checks & {"check_reply", "check_out_of_scope"}
