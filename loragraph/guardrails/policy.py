@@ -273,16 +273,16 @@ def apply_guardrail(
             label, score = "pii_leak", 1.0
 
     zone = "flagged" if failed_closed else settings.zone(score)
-    if zone != "flagged":
-        if zone == "review":
-            verdict = _verdict(
-                stage_name, settings, label=label, score=score, passed=False, action="escalate",
-                reason=f"{reason}; at or above the review threshold {settings.review_band:.3f}: handed to a human",
-            )
-            reply = settings.review_reply or DEFAULT_ESCALATION_REPLY
-            return GuardrailOutcome(verdict=verdict, text=text, stop=True, reply=reply, escalate=True, leaked=leaked)
+    if zone == "passed":
         verdict = _verdict(stage_name, settings, label=label, score=score, passed=True, action="none", reason=reason)
         return GuardrailOutcome(verdict=verdict, text=text, leaked=leaked)
+    if zone == "review":
+        verdict = _verdict(
+            stage_name, settings, label=label, score=score, passed=False, action="escalate",
+            reason=f"{reason}; at or above the review threshold {settings.review_band:.3f}: handed to a human",
+        )
+        reply = settings.review_reply or DEFAULT_ESCALATION_REPLY
+        return GuardrailOutcome(verdict=verdict, text=text, stop=True, reply=reply, escalate=True, leaked=leaked)
 
     policy = settings.policy
     if policy == "redact":
