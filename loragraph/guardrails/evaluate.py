@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from loragraph.errors import ConfigError
 from loragraph.guardrails.data import ROW_KINDS, GuardrailRow, read_rows, row_kind
-from loragraph.guardrails.policy import DEFAULT_THRESHOLD, GuardrailSettings, flagged_score
+from loragraph.guardrails.policy import GuardrailSettings, effective_threshold, flagged_score
 
 __all__ = [
     "BandOutcomes",
@@ -38,6 +38,7 @@ __all__ = [
     "report_scores",
     "review_band",
     "score_rows",
+    "stored_threshold",
 ]
 
 ClassifyBatch = Callable[[Sequence[str]], Sequence[Any]]
@@ -215,6 +216,13 @@ def review_band(
     )
 
 
+def stored_threshold(version: Any) -> tuple[float, str]:
+    """The threshold a guardrail version uses on its own (``policy.effective_threshold``: the one
+    stored with it, else the default) and where it comes from: ``stored with name@vN`` or ``default``."""
+    stored = version.manifest.threshold is not None
+    return effective_threshold(None, version), f"stored with {version.ref}" if stored else "default"
+
+
 def evaluate_guardrail(
     adapter: str,
     data: str | Path,
@@ -266,7 +274,6 @@ def evaluate_guardrail(
     def classify_batch(texts: Sequence[str]) -> Sequence[Any]:
         return host.classify(version, list(texts))
 
-    source = "default"
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"`--threshold` must be between 0 and 1, got {threshold}")
@@ -278,11 +285,8 @@ def evaluate_guardrail(
         val_scores, _ = score_rows(classify_batch, [r.text for r in val_rows], flag_labels=flag_labels)
         threshold = choose_threshold(val_scores, [r.label for r in val_rows], max_fpr=max_fpr, flag_labels=flag_labels)
         source = f"chosen on {choose_on} (max_fpr={max_fpr}" + (f" on {', '.join(fpr_on)} rows)" if fpr_on is not None else ")")
-    elif version.manifest.threshold is not None:
-        threshold = version.manifest.threshold
-        source = f"stored with {version.ref}"
     else:
-        threshold = DEFAULT_THRESHOLD
+        threshold, source = stored_threshold(version)
     if review_threshold is not None:
         _check_review(review_threshold, threshold, source)
     rows = read_rows(data)

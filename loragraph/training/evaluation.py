@@ -115,17 +115,16 @@ def _guardrail_rates(
     """A guardrail's TPR/FPR at its stored threshold, from the classifications already made; per
     language and kind of row when ``data`` is a split written by ``loragraph guardrails data``."""
     from loragraph.guardrails.data import GuardrailRow, read_rows
-    from loragraph.guardrails.evaluate import report_scores
-    from loragraph.guardrails.policy import DEFAULT_THRESHOLD, flagged_score
+    from loragraph.guardrails.evaluate import report_scores, stored_threshold
+    from loragraph.guardrails.policy import flagged_score
 
     rows = read_rows(data)[: len(examples)]
     if [r.text for r in rows] != [e.text for e in examples]:  # rows that do not line up: no groups
         rows = [GuardrailRow(text=e.text, label=e.label, lang="unknown", source="unknown", group=str(i)) for i, e in enumerate(examples)]
-    stored = version.manifest.threshold
+    threshold, source = stored_threshold(version)
     return report_scores(
         version.ref, data, rows, [flagged_score(r)[1] for r in results], [r.label for r in results],
-        threshold=stored if stored is not None else DEFAULT_THRESHOLD,
-        threshold_source=f"stored with {version.ref}" if stored is not None else "default", seconds=seconds,
+        threshold=threshold, threshold_source=source, seconds=seconds,
     )
 
 
