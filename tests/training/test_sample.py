@@ -285,10 +285,9 @@ def test_hand_written_intent_checks_are_valid_and_not_generator_phrasings() -> N
     data = load_examples(CHECKS, "classify", labels=INTENTS, min_per_label=0)
     assert not data.skipped
     assert Counter(e.label for e in data.examples) == {intent: 6 for intent in INTENTS}
-    phrasings = [
-        re.sub(r"\{\w+\}", " ", (a if isinstance(a, str) else a[0]).lower())
-        for intent in INTENTS for a in T.ASKS[intent]
-    ] + [re.sub(r"\{\w+\}", " ", a[0].lower()) for group in T.SECONDARY.values() for a in group]
+    asks = [a if isinstance(a, str) else a[0] for intent in INTENTS for a in T.ASKS[intent]]
+    asks += [a[0] for group in T.SECONDARY.values() for a in group]
+    phrasings = [re.sub(r"\{\w+\}", " ", a.lower()) for a in asks]
     for e in data.examples:
         for sentence in re.split(r"(?<=[.?!])\s+", e.text.lower()):
             if len(sentence) >= 30:  # short common sentences ("what am i doing wrong?") may recur
