@@ -274,17 +274,18 @@ def test_each_split_uses_its_own_held_out_templates() -> None:
         templates.pool("dev")
 
 
-CHECKS = Path(__file__).resolve().parents[2] / "examples" / "customer_service" / "checks" / "intent.jsonl"
+CHECKS = Path(__file__).resolve().parents[2] / "examples" / "customer_service" / "checks"
 
 
-def test_hand_written_intent_checks_are_valid_and_not_generator_phrasings() -> None:
-    """The hand-written check messages (README: Benchmarks) parse as classify data over the
-    sample's intents, six per intent, and share no sentence of 30+ characters with the
+@pytest.mark.parametrize(("name", "per_intent"), [("intent.jsonl", 6), ("intent-2.jsonl", 4)])
+def test_hand_written_intent_checks_are_valid_and_not_generator_phrasings(name: str, per_intent: int) -> None:
+    """Each set of hand-written check messages (README: Benchmarks) parses as classify data
+    over the sample's intents, balanced, and shares no sentence of 30+ characters with the
     generator's ask phrasings, main or secondary (of every split, held-out ones included), so
     they measure wording it never produces."""
-    data = load_examples(CHECKS, "classify", labels=INTENTS, min_per_label=0)
+    data = load_examples(CHECKS / name, "classify", labels=INTENTS, min_per_label=0)
     assert not data.skipped
-    assert Counter(e.label for e in data.examples) == {intent: 6 for intent in INTENTS}
+    assert Counter(e.label for e in data.examples) == {intent: per_intent for intent in INTENTS}
     asks = [a if isinstance(a, str) else a[0] for intent in INTENTS for a in T.ASKS[intent]]
     asks += [a[0] for group in T.SECONDARY.values() for a in group]
     phrasings = [re.sub(r"\{\w+\}", " ", a.lower()) for a in asks]
