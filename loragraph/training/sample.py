@@ -414,6 +414,16 @@ def _values(rng: random.Random, fk: _Faker, intent: str = "order_status") -> dic
 _SLOT = re.compile(r"\{(\w+)\}")
 _NO_ON_BEFORE = re.compile(r"(?:\b(?:on|since|until|by|from|before|after|at)|[(:\-\n]|^)\s*$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z']+")
+# after a plural product name ("my winter boots"): the verb that follows agrees with it
+_PLURAL_VERBS = {
+    "is": "are", "was": "were", "has": "have", "does": "do", "isn't": "aren't", "wasn't": "weren't",
+    "hasn't": "haven't", "doesn't": "don't", "keeps": "keep", "makes": "make", "shows": "show",
+    "overheats": "overheat", "drains": "drain", "arrives": "arrive", "fits": "fit", "comes": "come",
+    "works": "work", "needs": "need", "seems": "seem", "looks": "look", "goes": "go", "stops": "stop",
+    "fails": "fail", "turns": "turn", "smells": "smell", "feels": "feel", "costs": "cost",
+}
+_AFTER_PREPOSITION = re.compile(r"\b(?:for|of|about|with|on|from|to|in|into|at|by|than|like)\s+(?:the|my|your|their|our|his|her|these|those)?\s*$", re.IGNORECASE)
+_PLURAL_VERB = re.compile(r"^(\s*(?:still |also |just |now |really |only )?)(" + "|".join(map(re.escape, _PLURAL_VERBS)) + r")\b")
 
 
 @dataclass
@@ -430,6 +440,7 @@ class _Builder:
     used: dict[str, str] = field(default_factory=dict)
     secondary_used: dict[str, str] = field(default_factory=dict)
     typos: int = 0
+    plural_subject: bool = False  # the last text was a plural product name: the next verb agrees
 
     def _style(self, s: str) -> str:
         if self.lowercase:
@@ -460,6 +471,9 @@ class _Builder:
     def text(self, s: str, *, style: bool = True) -> None:
         if not s:
             return
+        if self.plural_subject and s.strip():
+            s = _PLURAL_VERB.sub(lambda m: m.group(1) + _PLURAL_VERBS[m.group(2)], s, count=1)
+            self.plural_subject = False
         s = self._style(s) if style else s
         self.parts.append(s)
         self.length += len(s)
@@ -472,6 +486,8 @@ class _Builder:
         used.setdefault(slot, value)
         self.parts.append(value)
         self.length += len(value)
+        # a subject, not the object of a preposition ("the refund for the earbuds is approved")
+        self.plural_subject = slot in ("product", "product2") and value in T.PLURAL_PRODUCTS and not _AFTER_PREPOSITION.search(self.result()[-40 - len(value) : -len(value)])
 
     def template(self, tmpl: str, *, secondary: bool = False) -> None:
         """Render ``tmpl``; slots of a secondary ask are recorded in ``secondary_used``, not ``used``."""
@@ -540,6 +556,7 @@ class Message:
 
 
 _CONCRETE = tuple(i for i in INTENTS if i not in ("complaint", "other"))
+_GREETING_START = re.compile(r"(?:hi|hello|hey|hiya|dear|good (?:morning|afternoon|evening|day)|greetings)\b", re.IGNORECASE)
 
 
 def _standalone(tmpl: str) -> str:
@@ -576,8 +593,9 @@ def _compose(
         mode = "chat" if intent == "other" and rng.random() < 0.85 else rng.choices(("chat", "email", "form"), weights=(5, 4, 1))[0]
     if mode == "form" and intent == "other":
         mode = "email"
+    greets = _GREETING_START.match(ask) is not None  # the ask opens with its own "Hi", "Hello", ...: no greeting, opener or backstory before it
     if long is None:
-        long = mode == "email" and intent != "other" and rng.random() < 0.15
+        long = mode == "email" and intent != "other" and rng.random() < 0.15 and not greets
     styles: list[str] = [mode] + (["long"] if long and mode == "email" else [])
     lowercase = mode == "chat" and rng.random() < 0.25
     typo = rng.random() < (0.3 if mode == "chat" else 0.12) and "unrelated to customer" not in (gist or "")
@@ -634,7 +652,7 @@ def _compose(
                 b.template(rng.choice(lines))
 
     if mode == "chat":
-        if rng.random() < 0.4:
+        if rng.random() < 0.4 and not greets:
             b.template(rng.choice(T.GREETINGS))
             b.text(" ")
         asks(" ")
@@ -643,9 +661,10 @@ def _compose(
             b.text(" ")
             b.template(rng.choice(T.CLOSINGS))
     elif mode == "email":
-        b.template(rng.choice(T.GREETINGS))
-        b.text("\n\n")
-        if rng.random() < 0.6 or long:
+        if not greets:
+            b.template(rng.choice(T.GREETINGS))
+            b.text("\n\n")
+        if (rng.random() < 0.6 or long) and not greets:
             b.template(rng.choice(T.NEUTRAL_OPENERS if intent == "other" else T.OPENERS))
             b.text(" ")
         if long:
@@ -755,7 +774,8 @@ def _default_gist(msg: Message) -> str:
         return f"asks to cancel {o}" + (", charged {amount}" if "amount" in u else "")
     if msg.intent == "refund_request":
         amt = " of the remaining money ({amount2} of {amount} refunded)" if "amount2" in u else (" of {amount}" if "amount" in u else "")
-        return f"asks for a refund{amt} for {o}" + (", returned {date}" if "date" in u else "")
+        # the date is a return date only where the ask says so (a detail line's date is the order's)
+        return f"asks for a refund{amt} for {o}" + (", returned {date}" if "{date}" in msg.template else "")
     if msg.intent == "return_item":
         verb = "wants to exchange" if re.search(r"exchange|swap|different size|replacement", msg.template) else "wants to return"
         thing = "the {product}" + (" from order {order_id}" if "order_id" in u else "") if "product" in u else ("order {order_id}" if "order_id" in u else "an item")

@@ -23,6 +23,7 @@ __all__ = [
     "MAIN_MARKERS",
     "NEUTRAL_OPENERS",
     "OPENERS",
+    "PLURAL_PRODUCTS",
     "PRODUCTS",
     "PRODUCTS_BY_KIND",
     "PRODUCT_ISSUES",
@@ -80,6 +81,8 @@ PRODUCTS_BY_KIND: dict[str, tuple[str, ...]] = {
     "home": ("standing desk", "yoga mat", "Pixel 8 case", "hiking backpack", "weighted blanket", "office chair", "linen duvet cover", "stroller", "wall clock", "Trailblazer tent"),
 }
 PRODUCTS: tuple[str, ...] = tuple(p for group in PRODUCTS_BY_KIND.values() for p in group)
+# names that take a plural verb ("my winter boots are ...")
+PLURAL_PRODUCTS: frozenset[str] = frozenset(p for p in PRODUCTS if p.endswith(("buds", "phones", "shoes", "boots")))
 
 APPS: tuple[str, ...] = ("app", "website", "iPhone app", "Android app", "site", "checkout page")
 
@@ -103,6 +106,10 @@ PRODUCT_QUESTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("do you ship it to Canada", "whether it ships to Canada", "yes, we ship it to Canada; delivery takes 5-8 business days", "*"),
     ("is it suitable for kids", "whether it is suitable for children", "yes, it is suitable for children aged 6 and up", "home electronics"),
     ("can it be gift wrapped", "whether it can be gift wrapped", "yes, you can add gift wrapping at checkout", "*"),
+    ("does it run true to size", "whether it runs true to size", "it runs true to size, so your usual size is the one to order", "apparel"),
+    ("should I size up or down", "whether to size up or down", "most customers take their usual size; if you are between sizes, size up", "apparel"),
+    ("is it a snug or a loose fit", "whether it fits snugly or loosely", "it is a regular fit, with a little room for a layer underneath", "apparel"),
+    ("I'm between two sizes, which one should I pick", "which of two sizes to pick", "if you are between sizes, we suggest the larger one", "apparel"),
 )
 
 # electronics only: (message form after "my X" / "it", summary form)
@@ -282,6 +289,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "So sorry to chase, but the fitter is booked and needs the {product} by {date2}. Could you let me know whether it's on schedule?",
         "Third 'out for delivery' day in a row and still NO parcel. Is order {order_id} actually on a van or not?",
         ("My account page says 'fulfilled' but the courier says 'awaiting goods'. Which is it for {order_id}?", "asks whether order {order_id} has shipped; the account page and the courier disagree"),
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        'Still waiting on the {product}. Is it actually coming?',
+        'so is my stuff coming or not',
+        "The shop page says 'dispatched' but the courier has never heard of my parcel. Can you check order {order_id}?",
+        "I'm off on holiday {date2} - will order {order_id} be here before then?",
+        "Quick one: what's the ETA on the {product}?",
+        "Order {order_id}: nothing in the post, nothing in the tracking, nothing in my inbox. What's going on with it?",
+        'Wondering whether my parcel got stuck somewhere, it was meant to be here days ago.',
+        'Could you chase the courier for me? The {product} should have been delivered {date}.',
     ),
     "cancel_order": (
         "Please cancel my order {order_id}.",
@@ -307,7 +323,7 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "I'd like to withdraw my order {order_id} for the {product}.",
         "The event we bought the {product} for was called off, so please cancel order {order_id}.",
         "Please make sure order {order_id} gets cancelled, I don't want to pay {amount} for it.",
-        "Stop my order of the {product} please, I ordered it {date} by accident.",
+        "Stop my order of the {product} please - ordered it {date} by accident.",
         "Kindly cancel purchase {order_id}.",
         "cancel order {order_id} pls",
         "pls cancel my order",
@@ -403,6 +419,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "Reading the reviews after buying was a mistake - I no longer want the {product}. Can you stop it shipping?",
         "Ordered from the wrong country site by accident. Please scrap order {order_id} and I'll buy from the right one.",
         "We found an old {product} in the loft, so there's no need for the new one. Please don't go ahead with order {order_id}.",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        "I don't want the {product} any more - please don't post it.",
+        'Ordered by accident, sorry! Can you scrap order {order_id}?',
+        'Please void order {order_id}, I used the wrong card and will reorder.',
+        'no longer need it, cancel {order_id} thx',
+        'Can I still back out of order {order_id}? Nothing has shipped yet.',
+        'Please stop the {product} from being sent, my circumstances have changed.',
+        "Is there a way to undo an order I placed {date}? I'd rather not go through with it.",
+        'Hold off on sending order {order_id}, in fact just cancel the whole thing.',
     ),
     "refund_request": (
         "I want a refund for order {order_id}.",
@@ -523,6 +548,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "Our ledger shows {amount} still owed to us on order {order_id} following the returned units. Please remit.",
         "Item missing from the box, so I've paid for something I never got. Order {order_id} - can I have that money back?",
         "A repair under warranty is no good to me now, I just want back what I spent on the {product}.",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        'You cancelled my order {order_id} because the {product} was out of stock, but I was already charged {amount}. When do I get it back?',
+        ('Your shop cancelled my order, not me. Please refund the {amount} you took.', 'asks for a refund of {amount} for an order the shop cancelled'),
+        "The {product} was discontinued after I paid for it - I'd like the money returned, please.",
+        ("Got an email saying my order can't be fulfilled. Where's my refund?", 'asks for the refund of an order the shop could not fulfil'),
+        'The courier says the parcel was destroyed in transit, so please pay me back the {amount}.',
+        "I'd like to be reimbursed for order {order_id}, it never turned up and I've waited long enough.",
+        "The {product} arrived after the date you guaranteed, so I'm claiming back the {amount} express delivery fee.",
+        'I sent the {product} back {date}. Has the money been released yet?',
     ),
     "return_item": (
         "I'd like to return the {product}, {reason}.",
@@ -643,6 +677,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "How does the 'return to locker' option work for the {product}? {reason_cap}.",
         "I'm afraid the {product} simply isn't right for us - {reason} - and I'd be grateful if you could tell me how best to get it back to you.",
         "It's going back. {reason_cap}. Where's the label for {order_id}?",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        "What's the procedure for sending the {product} back?",
+        'Can I bring the {product} to one of your stores instead of posting it back?',
+        "The {product} really isn't for me, I'd like to send it back within the 30 days.",
+        'how do returns work? {reason}',
+        "I'd like to return part of order {order_id}, just the {product}.",
+        "Where do I drop off a parcel going back to you? It's the {product} - {reason}.",
+        'Want to send back the {product}, can you arrange a courier pick-up?',
+        'The {product} should go back to you - {reason}. Do I need the original box?',
     ),
     "change_shipping_address": (
         "Please change the delivery address for order {order_id} to {address}.",
@@ -763,6 +806,17 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "My delivery address for order {order_id} is out of date.",
         "i live in {address} now, pls send my order there",
         "The building on order {order_id} has no letterbox and no reception. Please route it to {address}.",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        ("Can the {product} go to my neighbour's house instead? I'll send you her address.", "asks for the {product} to go to their neighbour's house and will send the address"),
+        ('Could you deliver order {order_id} to a parcel locker rather than my door? Which details do you need?', 'asks for order {order_id} to be delivered to a parcel locker'),
+        ("I won't be home all week - is it possible to send it to my workplace instead? Address to follow.", 'asks for their order to go to their workplace and will send the address'),
+        ('Can order {order_id} be sent to a pickup point near my work instead? Tell me what you need.', 'asks for order {order_id} to go to a pickup point near their work'),
+        ("Can the parcel go to my grandma's instead of mine? I'm staying with her for a while.", "asks for the parcel to go to their grandmother's home"),
+        'I need order {order_id} to go somewhere else, the address I gave is wrong. What do you need from me?',
+        ('Is it too late to have the {product} sent to a different address?', 'asks whether the {product} can still be sent to a different address'),
+        ("Please don't deliver to my house, I'll be away - can it go to my partner's flat? I'll message the details.", "asks for the delivery to go to their partner's flat and will send the details"),
+        ("could the courier leave it at my friend's place instead, she lives down the road", "asks for the parcel to go to a friend's place nearby"),
+        "Hi, I'd like the {product} delivered to {address}, not to the address on my account.",
     ),
     "billing_issue": (
         ("I was charged twice for order {order_id}.", "reports a duplicate charge for order {order_id}"),
@@ -882,6 +936,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         ("I hope you don't mind my raising this, but I believe I was charged for premium delivery on order {order_id} even though I selected standard. Would you be able to check?", "reports being charged for premium delivery on order {order_id} although they chose standard"),
         ("We paid for order {order_id} by BACS {date}, but your credit control team keeps chasing us for it.", "reports being chased for payment of order {order_id}, already paid by bank transfer {date}"),
         ("wrong amount came out of my account", "reports that the wrong amount was taken from their account"),
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        ("There's a charge of {amount} from you on my statement and I haven't ordered anything this month.", 'reports a charge of {amount} they do not recognise'),
+        ("My discount wasn't applied, so I paid {amount} instead of {amount2}.", 'reports that a discount was not applied ({amount} charged instead of {amount2})'),
+        ('The price dropped the day after I ordered. Can you adjust what I paid?', 'asks for a price adjustment after the price dropped'),
+        ('The money left my account but the order shows as unpaid.', 'reports that their payment left the account but the order shows as unpaid'),
+        ("You've charged me in dollars instead of pounds and my bank added a conversion fee.", 'reports being charged in the wrong currency, with a conversion fee'),
+        ('Can I get a VAT receipt for order {order_id}? The one in my account is blank.', 'asks for a VAT receipt for order {order_id}'),
+        ('I was told delivery was free, yet I see {amount} for shipping on my invoice.', 'reports a shipping charge of {amount} on a free-delivery order'),
+        ('The payment for order {order_id} was taken before it even shipped - is that normal?', 'asks why the payment for order {order_id} was taken before shipping'),
     ),
     "account_access": (
         ("I can't log in to my account.", "cannot log in to their account"),
@@ -1003,6 +1066,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         ("Says my email needs confirming before I can sign in. I've confirmed it twice already.", "cannot sign in: the site still asks to verify an email address already confirmed twice"),
         ("It wants a passkey I never set up and there's no option to use my password instead.", "cannot log in: the site asks for a passkey they never set up"),
         ("Hello, I don't know my secret word anymore and the page won't open my profile without it.", "cannot open their profile: forgot the security word"),
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        ("The reset email never arrives, I've checked spam.", 'reports that the password reset email never arrives'),
+        ("I can't remember which email I signed up with, so I can't log in.", 'cannot log in because they do not remember their sign-up email'),
+        ('Every time I log in it sends me straight back to the login page.', 'reports being sent back to the login page after each login'),
+        ("my login doesn't work on the new phone, works fine on the laptop", 'reports that their login fails on a new phone'),
+        ("I've lost access to the email on my account. How can I sign in now?", 'has lost access to their account email and asks how to sign in'),
+        ("Your site says no account exists with {email}, but I've ordered from you loads of times.", 'reports that their account with {email} is not found'),
+        ("I've been locked out for 'suspicious activity' and nobody has told me why.", 'reports being locked out for suspicious activity'),
+        ("The authenticator app was on my old phone, which I've wiped. How do I get back into my account?", 'lost their authenticator app with an old phone and asks how to get back into the account'),
     ),
     "product_question": (
         "Quick question about the {product}: {pq}?",
@@ -1123,6 +1195,16 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "Could you confirm {pq_sum} for the {product}? We're looking at kitting out the whole office.",
         "Need to know {pq_sum} re the {product}, otherwise I'll look elsewhere.",
         "I was halfway through checkout with the {product} and stopped, because I realised I don't know {pq_sum}.",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        'Before I buy the {product}: {pq}?',
+        'Any reviews or details you can share on the {product}? Mainly {pq_sum}.',
+        'Hi, one thing before I order the {product} - {pq}?',
+        'Not sure the {product} is right for me. {pq_cap}?',
+        "Can someone tell me {pq_sum}? It's for the {product}.",
+        'Re the {product} on your site: {pq}?',
+        'Does anyone there know {pq_sum}? The {product}, I mean.',
+        'Thinking of the {product} for my dad. {pq_cap}?',
+        '{pq_cap}? Asking about the {product} before I pay.',
     ),
     "technical_support": (
         "My {product} {issue}.",
@@ -1243,6 +1325,15 @@ ASKS: dict[str, tuple[_A, ...]] = {
         "Bluetooth on, phone restarted, app reinstalled - the {product} still {issue}.",
         "The {product} {issue}, and nobody in the house can work out why.",
         "The kids are bouncing off the walls because the {product} {issue}. Any quick fix?",
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        "The {app} won't accept my address at checkout, it keeps saying the postcode is invalid.",
+        'I followed the setup guide for the {product} but it {issue}.',
+        'Every time I update the {app} {app_issue}.',
+        'My {product} arrived today and out of the box it {issue}. What should I try?',
+        'Is there a known bug? {app_issue_cap} on both my phone and tablet.',
+        'The {product} {issue} whenever the microwave is on. Any idea why?',
+        "Help! {app_issue_cap} and I've got a discount code that runs out tonight.",
+        'How do I reset the {product}? It {issue}.',
     ),
     "complaint": (
         ("I'm really disappointed with your service.", "complains about the service"),
@@ -1381,6 +1472,17 @@ ASKS: dict[str, tuple[_A, ...]] = {
         ("the chat agent kept calling me by the wrong name the whole conversation. bit insulting tbh", "complains that the chat agent kept using the wrong name"),
         ("Your courier left my parcel in the wheelie bin. The BIN.", "complains that the courier left their parcel in the wheelie bin"),
         ("An email at 3am telling me about a sale. At 3am.", "complains about receiving a sales email at 3am"),
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        ('Absolutely fed up with you lot.', 'says they are fed up with the shop'),
+        ('Not good enough. Not good enough at all.', 'says the service is not good enough'),
+        ('Two hours on hold. TWO HOURS.', 'complains about two hours on hold'),
+        ("I'm so disappointed, I really expected better from you.", 'says they are very disappointed and expected better'),
+        ('what a shambles', 'complains that the service is a shambles'),
+        ('Your staff at the till were rude to my elderly mother and I want that taken seriously.', 'complains that staff were rude to their elderly mother'),
+        ('Nobody ever replies to my emails. Why do you even have a contact form?', 'complains that nobody replies to their emails'),
+        ('The parcel was soaking wet when it arrived because the driver left it in the rain. Shocking.', 'complains that the driver left the parcel in the rain'),
+        ("I've been a loyal customer for ten years and this is how you treat me?", 'complains about how they are treated as a long-time customer'),
+        ('Disgusted by the state the {product} arrived in. Do you even check what you send out?', 'complains about the state the {product} arrived in'),
     ),
     "other": (
         ("hey, how's your day going?", "makes small talk"),
@@ -1525,6 +1627,17 @@ ASKS: dict[str, tuple[_A, ...]] = {
         ("Freelance {job} here - I'd love to work with your company. Portfolio: {url}", "sends an unsolicited freelance offer"),
         ("Out of office: I am away until {weekday} with limited access to email.", "sends an automatic out-of-office reply"),
         ("Who would win in a fight, a bear or a gorilla?", "asks a silly hypothetical question"),
+        # kinds of wording the phrasings above lacked (2026-12-03 afternoon)
+        ("Thanks so much, you've been really helpful!", 'thanks the support team'),
+        ('ok great, bye!', 'says goodbye'),
+        ('Cheers, all good now.', 'says everything is fine now'),
+        ("Hope you're having a good day :)", 'sends a friendly message'),
+        ('Loving the new look of your website!', 'compliments the website'),
+        ('Nevermind, I figured it out myself!', 'says they solved it themselves'),
+        ('Wrong chat, sorry!', 'says they wrote to the wrong chat'),
+        ("What's the weather going to be like this weekend?", 'asks about the weather'),
+        ("Is it just me or is everyone's internet slow today?", 'wonders whether the internet is slow for everyone'),
+        ('Merry Christmas to everyone in the support team!', 'sends Christmas wishes'),
     ),
 }
 

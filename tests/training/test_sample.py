@@ -295,6 +295,46 @@ def test_hand_written_intent_checks_are_valid_and_not_generator_phrasings(name: 
                 assert not any(sentence in p for p in phrasings), sentence
 
 
+@pytest.fixture(scope="module")
+def many_messages() -> list[Any]:
+    return generate_messages(2000, seed=0, stream="probe-many")
+
+
+def test_plural_products_take_plural_verbs_as_subjects_only(many_messages: list[Any]) -> None:
+    import random
+
+    from loragraph.training.sample import _Builder, _pools, _values
+
+    values = _values(random.Random(0), _pools(0)) | {"product": "winter boots"}
+    b = _Builder(values)
+    b.template("My {product} still doesn't fit; the refund for the {product} is late.")
+    assert b.result() == "My winter boots still don't fit; the refund for the winter boots is late."
+    plural = "|".join(map(re.escape, T.PLURAL_PRODUCTS))
+    singular_verb = re.compile(rf"\b(?:{plural}) (?:is|was|has|keeps|doesn't|makes|shows)\b", re.IGNORECASE)
+    object_of = re.compile(r"\b(?:for|of|about|on|with|from|to|in|at|by) (?:the|my|your|their)? ?$", re.IGNORECASE)
+    seen = 0
+    for m in many_messages:
+        for text in (m.text, m.summary, m.reply):
+            for hit in singular_verb.finditer(text):  # "the refund for the earbuds is ..." is right
+                assert object_of.search(text[: hit.start()]), text
+            seen += bool(re.search(rf"\b(?:{plural}) (?:are|were|have|keep|don't|make|show)\b", text))
+    assert seen  # the probe has plural products as subjects
+
+
+def test_no_greeting_before_an_ask_that_greets(many_messages: list[Any]) -> None:
+    greeting = r"(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))\b"
+    twice = re.compile(rf"^\W*{greeting}[^\n.!?]{{0,40}}[.!?,]*\s+{greeting}", re.IGNORECASE)
+    assert not [m.text for m in many_messages if twice.search(m.text)]
+    assert any(re.match(greeting, m.text, re.IGNORECASE) for m in many_messages if m.intent == "other")
+
+
+def test_refund_summary_gives_a_return_date_only_from_the_ask(many_messages: list[Any]) -> None:
+    refunds = [m for m in many_messages if m.intent == "refund_request" and m.gist is None and "date" in m.used]
+    assert any("{date}" not in m.template for m in refunds)  # a date from a detail line ("I ordered it ...")
+    for m in refunds:
+        assert ("returned" in m.summary) == ("{date}" in m.template), (m.text, m.summary)
+
+
 def test_summaries_are_third_person_and_name_the_details(messages: list[Any]) -> None:
     for m in messages:
         s = m.summary
