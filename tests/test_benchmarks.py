@@ -27,3 +27,22 @@ def test_guardrails_benchmark_runs_every_document_through_every_stage(tiny_base_
     assert 0.0 < result["guardrail_share_mean"] < 1.0
     checks = set(result["guardrail_ms_mean"])  # the input guardrail and an output one on every run
     assert "guard_in" in checks and checks & {"check_reply", "check_out_of_scope"}
+
+
+def test_intent_unseen_regenerates_the_test_split_and_reads_a_previous_generator(tmp_path: Path) -> None:
+    """``benchmarks/intent_unseen.py`` matches messages to their templates by regenerating the
+    split as ``loragraph data sample`` writes it, and reads a previous generator from git."""
+    import runpy
+
+    from loragraph.training import sample_text
+    from loragraph.training.sample import generate_sample
+
+    script = runpy.run_path(str(ROOT / "benchmarks" / "intent_unseen.py"))
+    generate_sample(tmp_path, seed=1)
+    written = [json.loads(line)["text"] for line in (tmp_path / "intent" / "test.jsonl").read_text().splitlines()]
+    messages = script["test_messages"](1)
+    assert [m.text for m in messages] == written
+    assert all(m.template.split(":", 1)[1] in {a if isinstance(a, str) else a[0] for a in sample_text.ASKS[m.intent]}
+               or m.intent == "other" for m in messages)
+    if (ROOT / ".git").exists():
+        assert script["previous_asks"]("HEAD")["order_status"] == tuple(sample_text.ASKS["order_status"])
