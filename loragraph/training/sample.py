@@ -480,14 +480,15 @@ class _Builder:
 
     def entity(self, slot: str, etype: str, used: dict[str, str]) -> None:
         value = str(self.values[slot])
-        if slot in ("date", "date2") and self.values["_on"][slot] and not _NO_ON_BEFORE.search("".join(self.parts[-2:])):
+        before = "".join(self.parts[-2:])  # the text the value follows
+        if slot in ("date", "date2") and self.values["_on"][slot] and not _NO_ON_BEFORE.search(before):
             self.text("on ")
         self.entities.append({"type": etype, "text": value, "start": self.length, "end": self.length + len(value)})
         used.setdefault(slot, value)
         self.parts.append(value)
         self.length += len(value)
         # a subject, not the object of a preposition ("the refund for the earbuds is approved")
-        self.plural_subject = slot in ("product", "product2") and value in T.PLURAL_PRODUCTS and not _AFTER_PREPOSITION.search(self.result()[-40 - len(value) : -len(value)])
+        self.plural_subject = slot in ("product", "product2") and value in T.PLURAL_PRODUCTS and not _AFTER_PREPOSITION.search(before)
 
     def template(self, tmpl: str, *, secondary: bool = False) -> None:
         """Render ``tmpl``; slots of a secondary ask are recorded in ``secondary_used``, not ``used``."""
