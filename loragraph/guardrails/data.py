@@ -44,7 +44,7 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -449,8 +449,11 @@ def _split_items(items: Sequence[_Item], seed: int, *, template_kinds: bool = Fa
 # --------------------------------------------------------------------------- sample generator output
 
 
-def _sample_rows(sample_dir: Path | None, sub: str, field: str, label: str) -> list[GuardrailRow]:
-    """Rows from ``loragraph data sample`` output (``<dir>/<sub>/<split>.jsonl``), keeping its splits."""
+def _sample_rows(
+    sample_dir: Path | None, sub: str, field: str, label: str, *, limit: Mapping[str, int] | None = None
+) -> list[GuardrailRow]:
+    """Rows from ``loragraph data sample`` output (``<dir>/<sub>/<split>.jsonl``), keeping its splits;
+    ``limit``: at most that many (the first) rows of a split."""
     if sample_dir is None:
         return []
     rows: list[GuardrailRow] = []
@@ -458,7 +461,10 @@ def _sample_rows(sample_dir: Path | None, sub: str, field: str, label: str) -> l
         path = Path(sample_dir) / sub / f"{split}.jsonl"
         if not path.is_file():
             continue
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if limit is not None:
+            lines = lines[: limit[split]]
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -473,6 +479,13 @@ def _sample_rows(sample_dir: Path | None, sub: str, field: str, label: str) -> l
                              group=f"sample/{sub}:{split}:{lineno}", split=split)
             )
     return rows
+
+
+SAMPLE_CUSTOMER_ROWS: dict[str, int] = {"train": 1500, "validation": 321, "test": 321}
+"""The most customer messages per split the input guardrail data takes from the sample's intent
+splits (the first ones): the guardrail's balance of customers, look-alikes and attacks was set
+with this many, and a larger intent sample (for the intent trainer) must not grow the guardrail
+data and its training time with it."""
 
 
 # --------------------------------------------------------------------------- composition
@@ -553,7 +566,7 @@ def build_input_rows(*, seed: int = 0, sample_dir: Path | None = None, harmbench
     injections = _template_items(T.INJECTIONS, label="attack", source="template/injection", fills=2, seed=seed, filler=filler)
     docs = _template_items(T.BENIGN_DOCS, label="safe", source="template/document", fills=2, seed=seed, filler=filler)
     rows = _split_items(atomic + customers + injections + docs, seed, template_kinds=True)
-    rows += _sample_rows(sample_dir, "intent", "text", "safe")
+    rows += _sample_rows(sample_dir, "intent", "text", "safe", limit=SAMPLE_CUSTOMER_ROWS)
 
     composed: list[GuardrailRow] = []
     for split in SPLITS:

@@ -87,7 +87,12 @@ ENTITY_FORMATS: dict[str, str] = {
 class SampleSizes(BaseModel):
     """Train-split sizes of each generated data set; validation and test are derived."""
 
-    intent: int = Field(1500, ge=0, description="train examples of the intent (classify) data")
+    intent: int = Field(
+        3000,
+        ge=0,
+        description="train examples of the intent (classify) data; the shipped intent config reads each once: 3000 "
+        "distinct messages in one epoch read held-out phrasings better than 1500 in two, at the same cost",
+    )
     entities: int = Field(1500, ge=0, description="train examples of the entities (tag) data")
     summary: int = Field(600, ge=0, description="train examples of the summary (generate) data")
     reply: int = Field(600, ge=0, description="train examples of the reply (generate) data")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loragraph.guardrails.data import (
+    SAMPLE_CUSTOMER_ROWS,
     SPLITS,
     assign_splits,
     build_input_rows,
@@ -112,6 +113,21 @@ def test_sample_generator_output_keeps_its_splits(tmp_path: Path) -> None:
     rows = build_input_rows(seed=0, sample_dir=tmp_path)
     got = {r.text: r.split for r in rows if r.source == "sample/intent"}
     assert got == {"Where is my parcel 1?": "train", "Cancel my order 2 please": "test"}
+
+
+def test_the_sample_gives_at_most_its_first_customer_rows_per_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A larger intent sample (for the intent trainer) adds no customer rows to the input
+    guardrail data beyond ``SAMPLE_CUSTOMER_ROWS`` per split: the first ones are kept."""
+    monkeypatch.setitem(SAMPLE_CUSTOMER_ROWS, "train", 2)
+    (tmp_path / "intent").mkdir()
+    lines = [json.dumps({"text": f"Where is my parcel {i}?", "label": "order_status"}) for i in range(5)]
+    (tmp_path / "intent" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    rows = build_input_rows(seed=0, sample_dir=tmp_path)
+    got = [r.text for r in rows if r.source == "sample/intent"]
+    assert got == ["Where is my parcel 0?", "Where is my parcel 1?"]
+    assert SAMPLE_CUSTOMER_ROWS["validation"] == SAMPLE_CUSTOMER_ROWS["test"] > 0
 
 
 def test_cli_builds_both_data_sets(tmp_path: Path) -> None:
