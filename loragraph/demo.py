@@ -38,16 +38,43 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stale_sample(data_dir: Path, seed: int = 0) -> str | None:
+    """Why the sample in ``data_dir`` must be (re)generated for the demo, or None when it can be reused:
+    missing, or written with another seed or other sizes than ``generate_sample``'s defaults (the
+    shipped training configs expect those: the intent config reads its 3000 messages once)."""
+    from loragraph.training.sample import SampleSizes
+
+    manifest = data_dir / "manifest.json"
+    if not manifest.is_file():
+        return "no sample yet"
+    try:
+        written = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{manifest} is unreadable ({exc})"
+    if written.get("seed") != seed:
+        return f"it was written with seed {written.get('seed')}, the demo uses {seed}"
+    wanted = SampleSizes().model_dump()
+    if written.get("sizes") != wanted:
+        changed = ", ".join(
+            f"{k} {(written.get('sizes') or {}).get(k)} -> {v}" for k, v in wanted.items() if (written.get("sizes") or {}).get(k) != v
+        )
+        return f"it was written with other sizes ({changed})"
+    return None
+
+
 def ensure_data(data_dir: Path, seed: int = 0) -> None:
     from loragraph.guardrails.data import build_input_rows, build_output_rows, write_dataset
     from loragraph.training.sample import generate_sample
 
-    if not (data_dir / "manifest.json").is_file():
-        print(f"generating the sample customer-service data in {data_dir}")
+    guard = data_dir / "guardrails"
+    reason = stale_sample(data_dir, seed)
+    if reason is not None:
+        print(f"generating the sample customer-service data in {data_dir}: {reason}")
         generate_sample(data_dir, seed=seed)
+        for name in ("input", "output"):  # built from the sample: rebuild with it
+            (guard / name / "test.jsonl").unlink(missing_ok=True)
     else:
         print(f"sample data: {data_dir} (cached)")
-    guard = data_dir / "guardrails"
     if not (guard / "input" / "test.jsonl").is_file() or not (guard / "output" / "test.jsonl").is_file():
         print(f"building the guardrail data in {guard}")
         write_dataset(build_input_rows(seed=seed, sample_dir=data_dir), guard / "input")
