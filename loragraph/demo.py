@@ -40,9 +40,10 @@ def _free_port() -> int:
 
 def stale_sample(data_dir: Path, seed: int = 0) -> str | None:
     """Why the sample in ``data_dir`` must be (re)generated for the demo, or None when it can be reused:
-    missing, or written with another seed or other sizes than ``generate_sample``'s defaults (the
-    shipped training configs expect those: the intent config reads its 3000 messages once)."""
-    from loragraph.training.sample import SampleSizes
+    missing, written by another version of the generator, or with another seed or other sizes
+    than ``generate_sample``'s defaults (the shipped training configs expect those: the intent
+    config reads its 3000 messages once)."""
+    from loragraph.training.sample import SampleSizes, generator_digest
 
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
@@ -51,6 +52,8 @@ def stale_sample(data_dir: Path, seed: int = 0) -> str | None:
         written = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return f"{manifest} is unreadable ({exc})"
+    if written.get("generator_digest") != generator_digest():
+        return "it was written by another version of the sample generator"
     if written.get("seed") != seed:
         return f"it was written with seed {written.get('seed')}, the demo uses {seed}"
     wanted = SampleSizes().model_dump()

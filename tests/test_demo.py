@@ -8,9 +8,9 @@ from loragraph.training.sample import SampleSizes
 
 
 def test_the_demo_regenerates_a_sample_written_with_other_sizes_or_seed(tmp_path: Path) -> None:
-    """A sample left by an older loragraph (other sizes: 1500 intent messages, which the shipped
-    intent config would read once) is regenerated, with the guardrail data built from it; a
-    current one is reused."""
+    """A sample left by an older loragraph (another generator, or other sizes: 1500 intent
+    messages, which the shipped intent config would read once) is regenerated, with the
+    guardrail data built from it; a current one is reused."""
     data = tmp_path / "data"
     assert stale_sample(data) == "no sample yet"
     ensure_data(data)
@@ -31,6 +31,12 @@ def test_the_demo_regenerates_a_sample_written_with_other_sizes_or_seed(tmp_path
     assert stale_sample(data) is None
     assert len((data / "intent" / "train.jsonl").read_text().splitlines()) == SampleSizes().intent
     assert guard.stat().st_mtime_ns != built  # the guardrail data was rebuilt from the new sample
+
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps(manifest | {"generator_digest": "0" * 64}))
+    assert stale_sample(data) == "it was written by another version of the sample generator"
+    (data / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "generator_digest"}))
+    assert stale_sample(data) == "it was written by another version of the sample generator"  # an older loragraph's
 
     (data / "manifest.json").write_text("{not json")
     assert "is unreadable" in (stale_sample(data) or "")

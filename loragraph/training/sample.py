@@ -1004,6 +1004,15 @@ def _style_counts(msgs: Sequence[Message]) -> dict[str, int]:
 _Row = Callable[[Message, random.Random, _Faker], dict[str, Any]]
 
 
+def generator_digest() -> str:
+    """sha256 of the generator's source (this module and ``sample_text``): a sample written by
+    another version of it differs (the manifest's ``generator_digest``)."""
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(T.__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | None = None) -> dict[str, Any]:
     """Write the sample data set to ``out_dir`` (see the module doc) and return the manifest."""
     sizes = sizes or SampleSizes()
@@ -1013,6 +1022,7 @@ def generate_sample(out_dir: str | Path, seed: int = 0, sizes: SampleSizes | Non
     manifest: dict[str, Any] = {
         "generator": "loragraph.training.sample",
         "format_version": 1,
+        "generator_digest": generator_digest(),
         "seed": seed,
         "sizes": sizes.model_dump(),
         "intents": list(INTENTS),
