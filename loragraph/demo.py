@@ -56,11 +56,9 @@ def stale_sample(data_dir: Path, seed: int = 0) -> str | None:
         return "it was written by another version of the sample generator"
     if written.get("seed") != seed:
         return f"it was written with seed {written.get('seed')}, the demo uses {seed}"
-    wanted = SampleSizes().model_dump()
-    if written.get("sizes") != wanted:
-        changed = ", ".join(
-            f"{k} {(written.get('sizes') or {}).get(k)} -> {v}" for k, v in wanted.items() if (written.get("sizes") or {}).get(k) != v
-        )
+    wanted, sizes = SampleSizes().model_dump(), written.get("sizes") or {}
+    if sizes != wanted:
+        changed = ", ".join(f"{k} {sizes.get(k)} -> {v}" for k, v in wanted.items() if sizes.get(k) != v)
         return f"it was written with other sizes ({changed})"
     return None
 
@@ -69,16 +67,15 @@ def ensure_data(data_dir: Path, seed: int = 0) -> None:
     from loragraph.guardrails.data import build_input_rows, build_output_rows, write_dataset
     from loragraph.training.sample import generate_sample
 
-    guard = data_dir / "guardrails"
     reason = stale_sample(data_dir, seed)
     if reason is not None:
         print(f"generating the sample customer-service data in {data_dir}: {reason}")
         generate_sample(data_dir, seed=seed)
-        for name in ("input", "output"):  # built from the sample: rebuild with it
-            (guard / name / "test.jsonl").unlink(missing_ok=True)
     else:
         print(f"sample data: {data_dir} (cached)")
-    if not (guard / "input" / "test.jsonl").is_file() or not (guard / "output" / "test.jsonl").is_file():
+    guard = data_dir / "guardrails"
+    # the guardrail data is built from the sample: a new sample means new guardrail data
+    if reason is not None or not (guard / "input" / "test.jsonl").is_file() or not (guard / "output" / "test.jsonl").is_file():
         print(f"building the guardrail data in {guard}")
         write_dataset(build_input_rows(seed=seed, sample_dir=data_dir), guard / "input")
         write_dataset(build_output_rows(seed=seed, sample_dir=data_dir), guard / "output")
