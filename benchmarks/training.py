@@ -12,10 +12,12 @@ both with LoRA dropout ``--lora-dropout`` (default 0, as the sample configs) and
 trainers' default step kernels (``training_compute``: eager attention on CPU, bf16 autocast
 over fp32 LoRA weights), plus two more ``nf4`` runs that each change one thing:
 
-- ``compare``: steps with the trainers' kernels and steps with the kernels a step gets
+- ``compare``: steps with the trainers' kernels, steps with the kernels a step gets
   without ``training_compute`` (``attention: sdpa``, ``mixed_precision: false``: peft casts
-  each LoRA layer's activations to fp32 and back), alternated in the same process so that a
-  busy or throttled CPU slows both alike; the ratio of their times is the kernels' gain;
+  each LoRA layer's activations to fp32 and back, peft's own LoRA forward) and steps with
+  the trainers' kernels but peft's own LoRA forward instead of ``fused_lora_forward`` (one
+  ``addmm`` per LoRA layer), alternated in the same process so that a busy or throttled CPU
+  slows all alike; the ratios of their times are the kernels' gain and the fused LoRA's;
 - LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
   dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
   of a step.
@@ -31,7 +33,8 @@ with dropout. The peak includes loading (the
 ``RSS after steps`` is the resident memory while training, and ``base MB`` the weights alone.
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
-                                       [--lora-dropout 0] [--compare-dropout 0.05] [--no-compare] [--json]
+                                       [--targets q_proj,k_proj,v_proj,o_proj] [--lora-dropout 0]
+                                       [--compare-dropout 0.05] [--no-compare] [--json]
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ def _current_rss_mb() -> float:
     return 0.0
 
 
-def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str) -> dict[str, Any]:
+def _child(
+    kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str, targets: list[str]
+) -> dict[str, Any]:
     import torch
 
     from loragraph.adapters.base import BaseSpec, load_base
@@ -80,7 +85,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
     base = load_base(BaseSpec(quantization=quantization), trainable=True)
     load_s = time.perf_counter() - started
     rss_loaded = _current_rss_mb()
-    model = add_lora(base.model, LoraSettings(r=8, alpha=16, dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), seed=0)
+    model = add_lora(base.model, LoraSettings(r=8, alpha=16, dropout=dropout, target_modules=targets), seed=0)
     model.train()
     length = SEQ_LEN[kind]
     vocab = int(base.model.config.vocab_size)
@@ -100,7 +105,8 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
     else:
         target = ids.clone()
         target[:, : length * 2 // 3] = -100  # loss on the completion only (last third)
-    plain = {"attention": "sdpa", "mixed_precision": False}
+    plain = {"attention": "sdpa", "mixed_precision": False, "fuse_lora": False}
+    unfused = {"fuse_lora": False}
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
@@ -118,7 +124,7 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    variants = [{}, plain] if compute == "compare" else [{}]
+    variants = [{}, plain, unfused] if compute == "compare" else [{}]
     for kernels in variants:
         step(kernels)  # warm-up (kernels, allocator)
     if torch.cuda.is_available():
@@ -148,6 +154,8 @@ def _child(kind: str, quantization: str, steps: int, batch: int, threads: int, d
         "load_seconds": round(load_s, 2),
         "seconds_per_step": round(sum(times) / len(times), 4),
         "plain_seconds_per_step": round(sum(timed[1]) / len(timed[1]), 4) if compute == "compare" else None,
+        "unfused_seconds_per_step": round(sum(timed[2]) / len(timed[2]), 4) if compute == "compare" else None,
+        "lora_targets": targets,
         "examples_per_second": round(batch * len(times) / sum(times), 3),
         "peak_rss_mb": round(rss / 2**20, 1),
         "rss_after_load_mb": rss_loaded,
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="examples per step")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated stage kinds")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")), help="torch threads")
+    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj",
+                        help="comma-separated LoRA target modules (the intent config: q,k,v,o,gate,up,down _proj)")
     parser.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout of the nf4 and bf16 runs")
     parser.add_argument("--compare-dropout", type=float, default=0.05,
                         help="also measure nf4 with this LoRA dropout (skipped when equal to --lora-dropout)")
@@ -174,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         kind, quantization, dropout, compute = args.child
-        print("RESULT " + json.dumps(_child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute)), flush=True)
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+        result = _child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
 
     results: list[dict[str, Any]] = []
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("nf4", args.compare_dropout, "default"))
         for quantization, dropout, compute in runs:
             cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), compute, "--steps", str(args.steps),
-                   "--batch", str(args.batch), "--threads", str(args.threads)]
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -207,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                 "kind": kind,
                 "speed_kernels_over_plain": (
                     round(compared["plain_seconds_per_step"] / compared["seconds_per_step"], 3) if compared else None
+                ),
+                "speed_fused_over_peft_lora": (
+                    round(compared["unfused_seconds_per_step"] / compared["seconds_per_step"], 3) if compared else None
                 ),
                 "speed_nf4_over_nf4_with_dropout": (
                     round(nf4["examples_per_second"] / dropped["examples_per_second"], 3) if dropped else None
@@ -239,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         for q in ratios:
             c = next(r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare")
             print(f"  {q['kind']:<10} {q['speed_kernels_over_plain']:.2f}x  ({c['seconds_per_step']:.2f} vs {c['plain_seconds_per_step']:.2f} s/step)")
+        print("\nratios nf4 with fused_lora_forward / with peft's LoRA forward (the rest of the kernels the same; speed,"
+              " alternated in the same process):")
+        for q in ratios:
+            c = next(r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare")
+            print(f"  {q['kind']:<10} {q['speed_fused_over_peft_lora']:.2f}x  ({c['seconds_per_step']:.2f} vs {c['unfused_seconds_per_step']:.2f} s/step)")
     if any(q["speed_nf4_over_nf4_with_dropout"] for q in ratios):
         print(f"\nratios nf4 without / with LoRA dropout {args.compare_dropout} (speed):")
         for q in ratios:

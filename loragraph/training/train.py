@@ -40,6 +40,7 @@ __all__ = [
     "add_lora",
     "find_config",
     "fit_head",
+    "fused_lora_forward",
     "load_splits",
     "promote_if_better",
     "publish_outcome",
@@ -96,8 +97,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fused_lora_forward(layer: Any) -> Callable[..., torch.Tensor]:
+    """A forward for one peft LoRA layer that adds the LoRA to the base output in one ``addmm``.
+
+    The same function as peft's ``base(x) + scaling * B(A(x))``, without its defensive copy of
+    the base output and its two passes over the full-width output (``* scaling``, ``+``): the
+    scaling multiplies the small ``B`` instead (r x out), and ``addmm`` accumulates into the
+    base output. Falls back to peft's own forward whenever the layer is not one plain LoRA on a
+    linear layer with matching dtypes: LoRA dropout, a variant (DoRA), a LoRA bias, merged or
+    disabled adapters, several active adapters, mixed-adapter batches, fp32 LoRA math on a
+    bf16 base (``mixed_precision: false``).
+    """
+    original = type(layer).forward
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        active = layer.active_adapters
+        name = active[0] if len(active) == 1 else None
+        if (
+            args
+            or kwargs
+            or name not in layer.lora_A
+            or layer.merged
+            or layer.disable_adapters
+            or name in getattr(layer, "lora_variant", {})
+            or layer.lora_bias.get(name, False)
+            or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
+            or not isinstance(layer.lora_A[name], torch.nn.Linear)
+        ):
+            return original(layer, x, *args, **kwargs)
+        down, up = layer.lora_A[name].weight, layer.lora_B[name].weight
+        if not torch.is_autocast_enabled(x.device.type) and not (x.dtype == down.dtype == up.dtype):
+            return original(layer, x, *args, **kwargs)
+        result = layer.base_layer(x)
+        if not torch.is_autocast_enabled(x.device.type) and result.dtype != x.dtype:
+            return original(layer, x, *args, **kwargs)
+        low = torch.nn.functional.linear(x, down)
+        width = result.shape[-1]
+        fused = torch.addmm(result.reshape(-1, width), low.reshape(-1, low.shape[-1]), (up * layer.scaling[name]).t())
+        return fused.view(result.shape)
+
+    return forward
+
+
 @contextlib.contextmanager
-def training_compute(base: LoadedBase, *, attention: TrainAttention = "auto", mixed_precision: bool = True) -> Iterator[None]:
+def training_compute(
+    base: LoadedBase, *, attention: TrainAttention = "auto", mixed_precision: bool = True, fuse_lora: bool = True
+) -> Iterator[None]:
     """The kernels of the training steps (a config's ``attention`` and ``mixed_precision``).
 
     Inside, the base runs the attention kernel the config asks for (``auto``: ``eager`` on
@@ -105,21 +150,30 @@ def training_compute(base: LoadedBase, *, attention: TrainAttention = "auto", mi
     than the whole eager attention) and, on an ``nf4`` or ``bf16`` base (bf16 compute), every forward pass runs
     under ``torch.autocast``: the LoRA matmuls read the fp32 weights as bf16, so peft does
     not cast each layer's activations to fp32 and back (the weights, their gradients and the
-    optimizer stay fp32). Both are restored on exit, so evaluation and serving keep the
-    base's own kernel and precision. ``benchmarks/training.py`` measures the difference.
+    optimizer stay fp32). With ``fuse_lora`` every LoRA layer runs ``fused_lora_forward`` (the
+    same function in fewer passes over the activations). All three are restored on exit, so
+    evaluation and serving keep the base's own kernel and precision and peft's forward.
+    ``benchmarks/training.py`` measures the difference.
     """
+    from peft.tuners.lora import LoraLayer
+
     model = base.model
     device = base.device.type
     before = getattr(model.config, "_attn_implementation", None)
     wanted = attention if attention != "auto" else ("eager" if device == "cpu" else before)
     switch = wanted is not None and before is not None and wanted != before
     autocast = mixed_precision and base.spec.quantization in ("nf4", "bf16")  # bf16 compute (int8 and fp32: as is)
+    fused = [m for m in model.modules() if isinstance(m, LoraLayer) and "forward" not in vars(m)] if fuse_lora else []
     if switch:
         model.set_attn_implementation(wanted)
+    for layer in fused:
+        layer.forward = fused_lora_forward(layer)
     try:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             yield
     finally:
+        for layer in fused:
+            del layer.forward
         if switch:
             model.set_attn_implementation(before)
 

@@ -412,6 +412,50 @@ def test_training_compute_switches_the_step_kernels_and_restores_them(tiny_base_
         assert fp32.model.config._attn_implementation == "eager" and not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize("quantization", ["fp32", "bf16"])
+def test_fused_lora_gives_peft_outputs_and_gradients_and_is_removed_after(tiny_base_path: Path, quantization: str) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    from loragraph.adapters.heads import body_hidden_states
+    from loragraph.training.config import LoraSettings
+    from loragraph.training.train import add_lora, training_compute
+
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization=quantization), trainable=True)
+    model = add_lora(base.model, LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]), seed=0)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:  # peft starts B at zero, which would hide the LoRA term
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)
+    ids = torch.randint(5, 200, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # one left-padded row
+
+    def run(fuse: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with training_compute(base, fuse_lora=fuse):
+            out = body_hidden_states(model, ids, mask).float()
+            assert all(("forward" in vars(m)) is fuse for m in layers)
+        out[mask.bool()].square().sum().backward()
+        grads = [p.grad.detach().float().clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return out, grads
+
+    (plain, plain_grads), (fused, fused_grads) = run(False), run(True)
+    assert len(plain_grads) == len(fused_grads) == 2 * len(layers)
+    if quantization == "fp32":
+        torch.testing.assert_close(fused[mask.bool()], plain[mask.bool()], atol=1e-5, rtol=1e-4)
+        for a, b in zip(fused_grads, plain_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    else:  # bf16 autocast: the same math rounded in another order. (The gradients of this tiny random
+        # model in bf16 are rounding noise: peft's own fp32 and bf16 LoRA math disagree on them as much.)
+        assert float((fused - plain)[mask.bool()].norm() / plain[mask.bool()].norm()) < 0.02
+    assert not any("forward" in vars(m) for m in layers)  # peft's own forward again (evaluation, serving)
+    with training_compute(base), model.disable_adapter():  # a disabled adapter falls back to peft: the base alone
+        off = body_hidden_states(model, ids, mask).float()
+    with training_compute(base, fuse_lora=False), model.disable_adapter():
+        alone = body_hidden_states(model, ids, mask).float()
+    assert torch.equal(off, alone)
+    model.unload()
+
+
 @pytest.mark.parametrize(("kind", "fast"), [("classify", True), ("generate", True), ("classify", False)])
 def test_training_steps_run_with_the_configured_kernels_and_evaluation_without(
     tmp_path: Path, tiny_base_path: Path, kind: str, fast: bool
