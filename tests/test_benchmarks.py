@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +47,25 @@ def test_intent_unseen_regenerates_the_test_split_and_reads_a_previous_generator
                or m.intent == "other" for m in messages)
     if (ROOT / ".git").exists():
         assert script["previous_asks"]("HEAD")["order_status"] == tuple(sample_text.ASKS["order_status"])
+
+
+def test_evaluation_benchmark_compares_length_batches_with_input_order(tiny_base: Any, tmp_path: Path) -> None:
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import publish_random_adapter
+
+    home = tmp_path / "home"
+    publish_random_adapter(Registry(home / "adapters"), tiny_base, "intent", "classify", labels=["a", "b", "c"], seed=1)
+    words = ["refund", "order", "where", "is", "my", "parcel", "please"]
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": " ".join(words[: 1 + i % 7] * (1 + i % 3))}) + "\n" for i in range(20)))
+    env = {**os.environ, "LORAGRAPH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "intent", "--data", str(data),
+         "--repeats", "1", "--batch", "4", "--json"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["adapter"] == "intent@v1" and result["rows"] == 20 and result["batch"] == 4
+    assert set(result["seconds"]) == {"in input order", "by length"} and result["by_length_vs_input_order"] > 0
+    assert result["labels_differ"] == 0 and result["max_logit_difference"] < 1e-3  # fp32: padding is masked

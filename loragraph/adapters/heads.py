@@ -49,6 +49,7 @@ __all__ = [
     "body_hidden_states",
     "build_head",
     "encode",
+    "length_batches",
     "load_head",
     "pool_attention",
     "pool_last",
@@ -278,6 +279,18 @@ def pool_attention(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
     ``weights`` must be 0 on padding (``attention_weights`` makes them so)."""
     return torch.einsum("bt,bth->bh", weights.to(torch.float32), hidden.to(torch.float32))
+
+
+def length_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Row indices of ``texts`` for each forward pass: sorted by length, ``batch_size`` a batch.
+
+    Less padding than batches in input order (half the time of the sample's intent test split,
+    which mixes one-line chats with long emails); every row is masked to its own tokens, so its
+    batch moves its output by float rounding only. Callers put the outputs back in input order."""
+    if batch_size < 1:
+        raise ConfigError(f"`batch_size` must be at least 1, got {batch_size}")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> Any:

@@ -32,6 +32,7 @@ from loragraph.adapters.heads import (
     Head,
     body_hidden_states,
     encode,
+    length_batches,
     load_head,
     tag_ids_to_spans,
 )
@@ -353,11 +354,11 @@ class AdapterHost:
             label=labels[best], score=float(probs[best]), scores={lab: float(p) for lab, p in zip(labels, probs, strict=True)}
         )
 
-    def _chunks(self, n: int, texts: Sequence[str] | None = None) -> list[Sequence[int]]:
-        """Row indices per batch; given ``texts``, batches of similar length (less padding; every
-        row is masked to its own tokens, so its batch moves its output by float rounding only)."""
-        order: Sequence[int] = range(n) if texts is None else sorted(range(n), key=lambda i: len(texts[i]))
-        return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+    def _chunks(self, n: int, texts: Sequence[str] | None = None) -> Sequence[Sequence[int]]:
+        """Row indices per batch; given ``texts``, batches of similar length (``length_batches``)."""
+        if texts is not None:
+            return length_batches(texts, self.batch_size)
+        return [range(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
 
     def classify(self, adapter: AdapterArg, texts: Sequence[str], *, max_length: int | None = None) -> list[Classification]:
         """Label each text with a classify adapter: one forward pass per batch, no decoding."""

@@ -105,14 +105,14 @@ def score_rows(
 ) -> tuple[list[float], list[str]]:
     """Flagged probability and predicted label of every text (in the order of ``texts``).
 
-    Texts are batched by length (less padding, same results), then put back in order.
+    Texts are batched by length (``length_batches``), then put back in order.
     """
+    from loragraph.adapters.heads import length_batches
+
     scores: list[float] = [0.0] * len(texts)
     labels: list[str] = [""] * len(texts)
     flags = list(flag_labels) if flag_labels is not None else None
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_batches(texts, batch_size):
         for i, c in zip(idx, classify_batch([texts[i] for i in idx]), strict=True):
             scores[i] = flagged_score(c, flags)[1]
             labels[i] = str(c.label)

@@ -35,15 +35,16 @@ _EVAL_BATCH = 32
 def predict_classify(
     model: Any, head: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int, labels: Sequence[str]
 ) -> tuple[list[str], torch.Tensor]:
-    """Labels and logits ``[N, labels]`` for ``texts`` (the trained model in memory)."""
-    from loragraph.adapters.heads import body_hidden_states, encode
+    """Labels and logits ``[N, labels]`` for ``texts`` (the trained model in memory), in the
+    order of ``texts``; batched by length like the adapter host, so ``loragraph eval`` of the
+    published adapter sees the same batches."""
+    from loragraph.adapters.heads import body_hidden_states, encode, length_batches
 
-    out: list[torch.Tensor] = []
-    for start in range(0, len(texts), _EVAL_BATCH):
-        enc = encode(tokenizer, list(texts[start : start + _EVAL_BATCH]), max_length)
+    logits = torch.zeros(len(texts), len(labels))
+    for rows in length_batches(texts, _EVAL_BATCH):
+        enc = encode(tokenizer, [texts[i] for i in rows], max_length)
         hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
-        out.append(head(hidden, enc["attention_mask"]).float())
-    logits = torch.cat(out) if out else torch.zeros(0, len(labels))
+        logits[rows] = head(hidden, enc["attention_mask"]).float()
     return [labels[i] for i in logits.argmax(-1).tolist()], logits
 
 

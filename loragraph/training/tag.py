@@ -45,24 +45,27 @@ def _spans(example: Any) -> list[dict[str, Any]]:
 @torch.no_grad()
 def predict_tag(
     model: Any, head: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int, head_config: Any
-) -> tuple[list[list[dict[str, Any]]], list[torch.Tensor], list[Any]]:
-    """Entity spans per text, plus per-batch logits and encodings (for the validation loss)."""
-    from loragraph.adapters.heads import body_hidden_states, encode, tag_ids_to_spans
+) -> tuple[list[list[dict[str, Any]]], list[tuple[list[int], torch.Tensor, Any]]]:
+    """Entity spans per text (in the order of ``texts``), plus each batch's row indices, logits
+    and encoding (for the validation loss). Batched by length like the adapter host."""
+    from loragraph.adapters.heads import (
+        body_hidden_states,
+        encode,
+        length_batches,
+        tag_ids_to_spans,
+    )
 
-    spans: list[list[dict[str, Any]]] = []
-    logits_out: list[torch.Tensor] = []
-    encodings: list[Any] = []
-    for start in range(0, len(texts), _EVAL_BATCH):
-        chunk = list(texts[start : start + _EVAL_BATCH])
-        enc = encode(tokenizer, chunk, max_length)
+    spans: list[list[dict[str, Any]]] = [[] for _ in texts]
+    batches: list[tuple[list[int], torch.Tensor, Any]] = []
+    for rows in length_batches(texts, _EVAL_BATCH):
+        enc = encode(tokenizer, [texts[i] for i in rows], max_length)
         hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
         logits = head(hidden, enc["attention_mask"]).float()
         ids = logits.argmax(-1)
-        for i, text in enumerate(chunk):
-            spans.append(tag_ids_to_spans(text, enc["offset_mapping"][i], ids[i], head_config))
-        logits_out.append(logits)
-        encodings.append(enc)
-    return spans, logits_out, encodings
+        for j, i in enumerate(rows):
+            spans[i] = tag_ids_to_spans(texts[i], enc["offset_mapping"][j], ids[j], head_config)
+        batches.append((rows, logits, enc))
+    return spans, batches
 
 
 def _tag_targets(batch: Sequence[Any], enc: Any, head_config: Any) -> torch.Tensor:
@@ -103,12 +106,9 @@ def train_tag(
         m.eval()
         h.eval()
         texts = [e.text for e in examples]
-        predicted, logits, encodings = predict_tag(m, h, tokenizer, texts, max_length=config.max_length, head_config=head_config)
+        predicted, batches = predict_tag(m, h, tokenizer, texts, max_length=config.max_length, head_config=head_config)
         metrics = score_tag(texts, predicted, [_spans(e) for e in examples])
-        losses = [
-            _token_loss(lg, _tag_targets(examples[i * _EVAL_BATCH : (i + 1) * _EVAL_BATCH], enc, head_config))
-            for i, (lg, enc) in enumerate(zip(logits, encodings, strict=True))
-        ]
+        losses = [_token_loss(lg, _tag_targets([examples[i] for i in rows], enc, head_config)) for rows, lg, enc in batches]
         metrics["loss"] = float(torch.stack(losses).mean()) if losses else float("nan")
         return metrics
 

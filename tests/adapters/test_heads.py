@@ -332,3 +332,18 @@ def test_tag_ids_decoding_rules() -> None:
         spans_to_tag_ids(offsets, [{"type": "NOPE", "start": 0, "end": 2}], TAG)
     with pytest.raises(ConfigError, match="overlap"):
         spans_to_tag_ids(offsets, [{"type": "EMAIL", "start": 0, "end": 4}, {"type": "EMAIL", "start": 3, "end": 5}], TAG)
+
+
+def test_length_batches_cover_every_row_once_shortest_first() -> None:
+    from loragraph.adapters.heads import length_batches
+
+    texts = ["a much longer message than the rest", "hi", "where is it", "x" * 80, "refund", "ok"]
+    batches = length_batches(texts, 4)
+    assert [len(b) for b in batches] == [4, 2]
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    lengths = [len(texts[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths)
+    assert batches[0][:2] == [1, 5]  # equal lengths keep their input order
+    assert length_batches([], 4) == []
+    with pytest.raises(ConfigError, match="batch_size"):
+        length_batches(texts, 0)

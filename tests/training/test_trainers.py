@@ -456,6 +456,38 @@ def test_fused_lora_gives_peft_outputs_and_gradients_and_is_removed_after(tiny_b
     model.unload()
 
 
+def test_evaluation_batches_by_length_and_returns_rows_in_input_order(tiny_base_path: Path) -> None:
+    from loragraph.adapters.heads import HeadConfig, build_head
+    from loragraph.training.classify import predict_classify
+    from loragraph.training.config import LoraSettings
+    from loragraph.training.tag import predict_tag
+    from loragraph.training.train import add_lora
+
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"), trainable=True)
+    model = add_lora(base.model, LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]), seed=0).eval()
+    rng = random.Random(3)
+    words = ["refund", "order", "kettle", "where", "is", "my", "parcel", "please", "thanks", "the"]
+    # lengths in no order, more rows than one evaluation batch (32)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(45)]
+    labels = ["a", "b", "c"]
+    torch.manual_seed(0)
+    classify = build_head(HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size, pooling="attention")).eval()
+    predicted, logits = predict_classify(model, classify, base.tokenizer, texts, max_length=64, labels=labels)
+    alone = torch.cat([predict_classify(model, classify, base.tokenizer, [t], max_length=64, labels=labels)[1] for t in texts])
+    torch.testing.assert_close(logits, alone, atol=1e-4, rtol=1e-4)
+    assert predicted == [labels[i] for i in alone.argmax(-1).tolist()]
+
+    tag_config = HeadConfig(kind="tag", labels=["PRODUCT", "ORDER_ID"], hidden_size=base.hidden_size)
+    tagger = build_head(tag_config).eval()
+    for p in tagger.parameters():  # a random head that tags some tokens
+        torch.nn.init.normal_(p, std=0.5)
+    spans, batches = predict_tag(model, tagger, base.tokenizer, texts, max_length=64, head_config=tag_config)
+    order = [i for rows, _, _ in batches for i in rows]
+    assert sorted(order) == list(range(len(texts))) and [len(texts[i]) for i in order] == sorted(map(len, texts))
+    assert any(spans) and spans == [predict_tag(model, tagger, base.tokenizer, [t], max_length=64, head_config=tag_config)[0][0] for t in texts]
+    model.unload()
+
+
 @pytest.mark.parametrize(("kind", "fast"), [("classify", True), ("generate", True), ("classify", False)])
 def test_training_steps_run_with_the_configured_kernels_and_evaluation_without(
     tmp_path: Path, tiny_base_path: Path, kind: str, fast: bool
