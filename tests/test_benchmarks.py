@@ -68,4 +68,4 @@ def test_evaluation_benchmark_compares_length_batches_with_input_order(tiny_base
     result = json.loads(done.stdout)
     assert result["adapter"] == "intent@v1" and result["rows"] == 20 and result["batch"] == 4
     assert set(result["seconds"]) == {"in input order", "by length"} and result["by_length_vs_input_order"] > 0
-    assert result["labels_differ"] == 0 and result["max_logit_difference"] < 1e-3  # fp32: padding is masked
+    assert result["labels_differ"] == 0 and result["max_score_difference"] < 1e-4  # fp32: padding is masked
