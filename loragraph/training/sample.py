@@ -899,6 +899,12 @@ def _body(msg: Message, intent: str, v: int) -> str:
     if intent == "technical_support":
         if "issue" in u:
             return "Sorry your {product} {issue_sum}. Please unplug it for 30 seconds, hold the reset button for 10 seconds and set it up again. If that doesn't fix it, reply with " + ("order {order_id}" if "order_id" in u else "your order number") + " and we'll arrange a repair or replacement under warranty."
+        if not {"app_issue", "app_issue_cap"} & u.keys():  # an ask that describes its own problem (its gist says which)
+            return (
+                "Sorry about the trouble, and thanks for describing it so clearly. Please update to the latest version, restart "
+                + ("the {product}" if "product" in u else "the app or your browser")
+                + " and try again. If it still happens, reply with a screenshot and our technical team will look into it."
+            )
         return (
             "Sorry about the trouble: {app_issue_sum}. Please update to the latest version, clear your browser cache or the app's data and try again. Our technical team is looking into it, and I'll follow up if that doesn't solve it.",
             "Thanks for reporting this: {app_issue_sum}. A quick fix that usually works is to sign out, update to the latest version and sign in again. If it still happens, reply with a screenshot and we'll investigate.",

@@ -237,20 +237,20 @@ def test_two_amounts_are_ordered_for_instead_of_templates(messages: list[Any]) -
     assert any("amount2" in m.used for m in messages)
 
 
-def test_detail_lines_start_a_sentence_fit_the_intent_and_need_by_dates_lie_ahead(messages: list[Any]) -> None:
+def test_detail_lines_start_a_sentence_fit_the_intent_and_need_by_dates_lie_ahead(many_messages: list[Any]) -> None:
     from loragraph.training.sample import _RELATIVE_DATES
 
     starts = {line.split("{")[0].strip() for line in T.DETAIL_LINES + T.CONTACT_LINES}
     starts = {start for start in starts if len(start.split()) >= 3}  # "I paid" also runs on inside asks
     about_an_item = [line.split("{")[0].strip() for line in T.DETAIL_LINES if re.search(r"\b[Ii]t\b", line)]
-    for m in messages:
+    for m in many_messages:
         for start in starts:  # "... I don't need it anymore My name is Joyce" would read as one sentence
             assert not re.search(r"[A-Za-z0-9,] " + re.escape(start), m.text), (start, m.text)
         if m.intent == "account_access":  # "I ordered it today." after a login problem: no item to speak of
             assert not any(start and start in m.text for start in about_an_item), m.text
         if "date2" in m.used:  # "I need it by {date2}": never "by last week"
             assert m.values["date2"] not in _RELATIVE_DATES, m.text
-    assert any("date2" in m.used for m in messages)
+    assert any("date2" in m.used for m in many_messages)
 
 
 def test_each_split_uses_its_own_held_out_templates() -> None:
