@@ -18,6 +18,8 @@ over fp32 LoRA weights), plus two more ``nf4`` runs that each change one thing:
   the trainers' kernels but peft's own LoRA forward instead of ``fused_lora_forward`` (one
   ``addmm`` per LoRA layer), alternated in the same process so that a busy or throttled CPU
   slows all alike; the ratios of their times are the kernels' gain and the fused LoRA's;
+  for classify and tag also steps whose head reads layer ``--depth`` (default 15; a config's
+  ``depth``: the layers above are not run), alternated with the others;
 - LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
   dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
   of a step.
@@ -34,7 +36,7 @@ with dropout. The peak includes loading (the
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
                                        [--targets q_proj,k_proj,v_proj,o_proj] [--lora-dropout 0]
-                                       [--compare-dropout 0.05] [--no-compare] [--json]
+                                       [--compare-dropout 0.05] [--no-compare] [--depth 15] [--json]
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _current_rss_mb() -> float:
 
 
 def _child(
-    kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str, targets: list[str]
+    kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str, targets: list[str],
+    depth: int | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -111,9 +114,11 @@ def _child(
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
     def step(kernels: dict[str, Any]) -> float:
+        kernels = dict(kernels)
+        layers = kernels.pop("depth", None)
         if head is not None:
             with training_compute(base, **kernels):
-                hidden = body_hidden_states(model, ids, mask)
+                hidden = body_hidden_states(model, ids, mask, depth=layers)
             logits = head(hidden, mask).float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         else:
@@ -124,7 +129,9 @@ def _child(
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    variants = [{}, plain, unfused] if compute == "compare" else [{}]
+    variants: list[dict[str, Any]] = [{}, plain, unfused] if compute == "compare" else [{}]
+    if compute == "compare" and head is not None and depth is not None:
+        variants.append({"depth": depth})  # the trainers' kernels, the head reading layer `depth`
     for kernels in variants:
         step(kernels)  # warm-up (kernels, allocator)
     if torch.cuda.is_available():
@@ -155,6 +162,9 @@ def _child(
         "seconds_per_step": round(sum(times) / len(times), 4),
         "plain_seconds_per_step": round(sum(timed[1]) / len(timed[1]), 4) if compute == "compare" else None,
         "unfused_seconds_per_step": round(sum(timed[2]) / len(timed[2]), 4) if compute == "compare" else None,
+        "depth": depth if len(variants) > 3 else None,
+        "depth_seconds_per_step": round(sum(timed[3]) / len(timed[3]), 4) if len(variants) > 3 else None,
+        "layers": int(base.model.config.num_hidden_layers),
         "lora_targets": targets,
         "examples_per_second": round(batch * len(times) / sum(times), 3),
         "peak_rss_mb": round(rss / 2**20, 1),
@@ -179,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure nf4 with this LoRA dropout (skipped when equal to --lora-dropout)")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the nf4 run that alternates steps with and without the trainers' step kernels")
+    parser.add_argument("--depth", type=int, default=15,
+                        help="classify/tag: the compare run also times steps whose head reads layer N (`depth: N`); 0: skip")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "QUANTIZATION", "DROPOUT", "COMPUTE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, quantization, dropout, compute = args.child
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-        result = _child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets)
+        result = _child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets, args.depth or None)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("nf4", args.compare_dropout, "default"))
         for quantization, dropout, compute in runs:
             cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), compute, "--steps", str(args.steps),
-                   "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets]
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets, "--depth", str(args.depth)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -222,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "speed_fused_over_peft_lora": (
                     round(compared["unfused_seconds_per_step"] / compared["seconds_per_step"], 3) if compared else None
+                ),
+                "speed_depth_over_all_layers": (
+                    round(compared["seconds_per_step"] / compared["depth_seconds_per_step"], 3)
+                    if compared and compared["depth_seconds_per_step"] else None
                 ),
                 "speed_nf4_over_nf4_with_dropout": (
                     round(nf4["examples_per_second"] / dropped["examples_per_second"], 3) if dropped else None
@@ -259,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         for q in ratios:
             c = next(r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare")
             print(f"  {q['kind']:<10} {q['speed_fused_over_peft_lora']:.2f}x  ({c['seconds_per_step']:.2f} vs {c['unfused_seconds_per_step']:.2f} s/step)")
+    if any(q["speed_depth_over_all_layers"] for q in ratios):
+        print("\nratios nf4, head reading layer `depth` / head reading the last layer (speed, alternated in the same process):")
+        for q in ratios:
+            c = next((r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare"), None)
+            if c and c["depth_seconds_per_step"]:
+                print(f"  {q['kind']:<10} depth {c['depth']} of {c['layers']}: {q['speed_depth_over_all_layers']:.2f}x"
+                      f"  ({c['depth_seconds_per_step']:.2f} vs {c['seconds_per_step']:.2f} s/step)")
     if any(q["speed_nf4_over_nf4_with_dropout"] for q in ratios):
         print(f"\nratios nf4 without / with LoRA dropout {args.compare_dropout} (speed):")
         for q in ratios:

@@ -49,6 +49,12 @@ class HeadConfig(BaseModel):
         description="tag: also read the hidden states of the next N tokens (a causal base sees no right "
         "context; one token of it settles where a span ends); unused by classify heads.",
     )
+    depth: int | None = Field(
+        None,
+        ge=1,
+        description="read the hidden states after the base's first N layers (then its final norm) instead of "
+        "after all of them (null); the layers above are never run for this head, in training or serving.",
+    )
 
     @field_validator("labels")
     @classmethod

@@ -225,6 +225,7 @@ def body_hidden_states(
     attention_mask: torch.Tensor,
     *,
     adapter_names: Sequence[str] | None = None,
+    depth: int | None = None,
 ) -> torch.Tensor:
     """Run the transformer body WITHOUT ``lm_head``; return the final hidden states ``[B, T, H]``.
 
@@ -232,9 +233,11 @@ def body_hidden_states(
     applies; a disabled adapter context applies too) and on a plain causal LM. Position
     ids come from the mask because batches are left-padded. ``adapter_names`` (one per
     row, ``"__base__"`` for none) runs a mixed-adapter batch through peft's own hooks.
+    ``depth`` (a head's ``depth``) runs only the body's first ``depth`` layers, then its
+    final norm: the layers above are not computed at all, forward or backward.
     """
     body = _body(model)
-    with _peft_hooks(model, adapter_names):
+    with _peft_hooks(model, adapter_names), _truncated(body, depth):
         out = body(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -242,6 +245,26 @@ def body_hidden_states(
             use_cache=False,
         )
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+@contextlib.contextmanager
+def _truncated(body: nn.Module, depth: int | None) -> Iterator[None]:
+    """Inside, ``body`` runs its first ``depth`` layers (transformers' decoders run
+    ``layers[: config.num_hidden_layers]``); callers hold the host's lock, as for adapters."""
+    config = getattr(body, "config", None)
+    total = getattr(config, "num_hidden_layers", None)
+    if depth is None or depth == total:
+        yield
+        return
+    if not isinstance(total, int) or len(getattr(body, "layers", ())) != total:
+        raise ConfigError(f"`depth` {depth} needs a decoder with `layers` and `config.num_hidden_layers`; `{type(body).__name__}` has neither")
+    if not 1 <= depth <= total:
+        raise ConfigError(f"`depth` must be between 1 and the base's {total} layers, got {depth}")
+    config.num_hidden_layers = depth
+    try:
+        yield
+    finally:
+        config.num_hidden_layers = total
 
 
 def _require_tokens(attention_mask: torch.Tensor) -> None:

@@ -201,6 +201,12 @@ class AdapterHost:
                 f"head reads hidden size {m.head.hidden_size} but the base has {base.hidden_size}",
                 where=f"`{version.ref}`",
             )
+        layers = int(getattr(base.model.config, "num_hidden_layers", 0))
+        if m.head is not None and m.head.depth is not None and m.head.depth > layers:
+            raise IntegrityError(
+                f"head reads the hidden states after layer {m.head.depth} but the base has {layers} layers",
+                where=f"`{version.ref}`",
+            )
 
     def _loaded(self) -> dict[str, str]:
         """peft adapter name -> sha256 of its LoRA weights, for every adapter on this base."""
@@ -326,23 +332,32 @@ class AdapterHost:
     def _forward_heads(
         self, texts: Sequence[str], heads: Sequence[Head], adapter_names: Sequence[str] | None, max_length: int | None
     ) -> tuple[Any, list[torch.Tensor]]:
-        """One body forward over ``texts``; row i goes through ``heads[i]``. Returns (encoding, logits per row)."""
+        """One body forward over ``texts`` per head ``depth`` among ``heads`` (one in the usual case);
+        row i goes through ``heads[i]``. Returns (encoding, logits per row)."""
         enc = self._encode(texts, max_length)
         device = self.base.device
         ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device)
+        rows: list[torch.Tensor | None] = [None] * len(texts)
+        by_depth: dict[int | None, list[int]] = {}
+        for i, head in enumerate(heads):
+            by_depth.setdefault(head.config.depth, []).append(i)
         with torch.inference_mode():
-            hidden = body_hidden_states(self._peft, ids, mask, adapter_names=adapter_names)
-            rows: list[torch.Tensor | None] = [None] * len(texts)
-            groups: dict[int, list[int]] = {}
-            for i, head in enumerate(heads):
-                groups.setdefault(id(head), []).append(i)
-            for index in groups.values():
-                head = heads[index[0]]
-                sel = torch.tensor(index, device=device)
-                logits = head(hidden.index_select(0, sel), mask.index_select(0, sel)).float().cpu()
-                for j, i in enumerate(index):
-                    rows[i] = logits[j]
+            for depth, part in by_depth.items():
+                whole = len(part) == len(texts)
+                sel = torch.tensor(part, device=device)
+                part_ids, part_mask = (ids, mask) if whole else (ids.index_select(0, sel), mask.index_select(0, sel))
+                names = None if adapter_names is None else [adapter_names[i] for i in part]
+                hidden = body_hidden_states(self._peft, part_ids, part_mask, adapter_names=names, depth=depth)
+                groups: dict[int, list[int]] = {}  # positions within `part`, per head
+                for j, i in enumerate(part):
+                    groups.setdefault(id(heads[i]), []).append(j)
+                for index in groups.values():
+                    head = heads[part[index[0]]]
+                    at = torch.tensor(index, device=device)
+                    logits = head(hidden.index_select(0, at), part_mask.index_select(0, at)).float().cpu()
+                    for j, row in zip(index, logits, strict=True):
+                        rows[part[j]] = row
         return enc, [r for r in rows if r is not None]
 
     @staticmethod

@@ -43,7 +43,7 @@ def predict_classify(
     logits = torch.zeros(len(texts), len(labels))
     for rows in length_batches(texts, _EVAL_BATCH):
         enc = encode(tokenizer, [texts[i] for i in rows], max_length)
-        hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+        hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=head.config.depth)
         logits[rows] = head(hidden, enc["attention_mask"]).float()
     return [labels[i] for i in logits.argmax(-1).tolist()], logits
 
@@ -99,14 +99,14 @@ def train_classify(
 
     index = {label: i for i, label in enumerate(labels)}
     seed_everything(config.seed)
-    head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size, pooling=config.pooling)
+    head_config = HeadConfig(kind="classify", labels=labels, hidden_size=base.hidden_size, pooling=config.pooling, depth=config.depth)
     head = build_head(head_config)
     # start from (almost) uniform predictions, as transformers' sequence-classification heads do
     # (normal, std 0.02, no bias): the default init gives confident random logits on hidden states
     # with norms around 50, and the first steps are spent undoing them
     torch.nn.init.normal_(head.linear.weight, std=0.02)  # type: ignore[union-attr]
     torch.nn.init.zeros_(head.linear.bias)  # type: ignore[union-attr]
-    model = add_lora(base.model, config.lora, seed=config.seed)
+    model = add_lora(base.model, config.lora, seed=config.seed, depth=config.depth)
     tokenizer = base.tokenizer
 
     def evaluate(m: Any, h: torch.nn.Module, examples: Sequence[Any]) -> dict[str, float]:

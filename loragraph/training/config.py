@@ -152,6 +152,13 @@ class TrainConfig(BaseModel):
         description="tag: the head also reads the next N tokens' hidden states (right context a causal "
         "base lacks; 1 settles most span ends)",
     )
+    depth: int | None = Field(
+        None,
+        ge=1,
+        description="classify/tag: the head reads the hidden states after the base's first N layers (null: all); "
+        "the layers above are never run, so a step costs about N / (the base's layers) of a full one, and "
+        "serving the adapter too; LoRA goes on those N layers (`lora.last_layers` counts down from layer N)",
+    )
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0, description="fraction of the optimizer steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     batch_size: int = Field(8, ge=1, le=1024, description="examples per optimizer step")
@@ -218,6 +225,10 @@ class TrainConfig(BaseModel):
             raise ValueError(f"`pooling` is only for `kind: classify`, not `kind: {self.kind}`")
         if self.kind != "tag" and self.lookahead:
             raise ValueError(f"`lookahead` is only for `kind: tag`, not `kind: {self.kind}`")
+        if self.kind == "generate" and self.depth is not None:
+            raise ValueError("`depth` is only for `kind: classify` and `kind: tag` (a generate stage decodes through every layer)")
+        if self.depth is not None and self.lora.last_layers is not None and self.lora.last_layers > self.depth:
+            raise ValueError(f"`lora.last_layers` ({self.lora.last_layers}) must be at most `depth` ({self.depth})")
         if self.kind != "classify" and self.choose_threshold is not None:
             raise ValueError(f"`choose_threshold` is only for `kind: classify`, not `kind: {self.kind}`")
         if self.choose_threshold is not None and self.choose_threshold.flag_labels is not None and self.labels is not None:
@@ -262,6 +273,7 @@ class TrainConfig(BaseModel):
             "head_learning_rate": self.effective_head_learning_rate,
             "pooling": self.pooling,
             "lookahead": self.lookahead,
+            "depth": self.depth,
             "warmup_ratio": self.warmup_ratio,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,

@@ -59,7 +59,7 @@ def predict_tag(
     batches: list[tuple[list[int], torch.Tensor, Any]] = []
     for rows in length_batches(texts, _EVAL_BATCH):
         enc = encode(tokenizer, [texts[i] for i in rows], max_length)
-        hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+        hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=head.config.depth)
         logits = head(hidden, enc["attention_mask"]).float()
         ids = logits.argmax(-1)
         for j, i in enumerate(rows):
@@ -97,9 +97,9 @@ def train_tag(
     from loragraph.training.evaluation import score_tag
 
     seed_everything(config.seed)
-    head_config = HeadConfig(kind="tag", labels=labels, hidden_size=base.hidden_size, lookahead=config.lookahead)
+    head_config = HeadConfig(kind="tag", labels=labels, hidden_size=base.hidden_size, lookahead=config.lookahead, depth=config.depth)
     head = build_head(head_config)
-    model = add_lora(base.model, config.lora, seed=config.seed)
+    model = add_lora(base.model, config.lora, seed=config.seed, depth=config.depth)
     tokenizer = base.tokenizer
 
     def evaluate(m: Any, h: torch.nn.Module, examples: Sequence[Any]) -> dict[str, float]:

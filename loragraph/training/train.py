@@ -178,11 +178,13 @@ def training_compute(
             model.set_attn_implementation(before)
 
 
-def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
+def add_lora(model: Any, settings: LoraSettings, *, seed: int, depth: int | None = None) -> Any:
     """Wrap ``model`` in a causal-LM ``PeftModel`` with a fresh LoRA named ``default``.
 
     Task type CAUSAL_LM keeps the adapter a standard PEFT causal-LM adapter that other
-    engines load; the head (classify/tag) is a separate module saved beside it.
+    engines load; the head (classify/tag) is a separate module saved beside it. With
+    ``depth`` (a head that reads layer N) the LoRA goes on layers below N only, and
+    ``settings.last_layers`` counts down from there.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -193,12 +195,17 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int) -> Any:
             f"`lora.target_modules` {missing} are not modules of the base; "
             f"linear modules there include {sorted(n for n in names if n.endswith('_proj'))}"
         )
+    total = int(getattr(model.config, "num_hidden_layers", 0))
+    if depth is not None and not 1 <= depth <= total:
+        raise ConfigError(f"`depth` must be between 1 and the base's {total} layers, got {depth}")
+    top = depth if depth is not None else total
+    if settings.last_layers is not None and settings.last_layers > top:
+        limit = f"`depth` ({depth})" if depth is not None else f"the base's {total} layers"
+        raise ConfigError(f"`lora.last_layers` must be at most {limit}, got {settings.last_layers}")
     layers: dict[str, Any] = {}
-    if settings.last_layers is not None:
-        total = int(getattr(model.config, "num_hidden_layers", 0))
-        if settings.last_layers > total:
-            raise ConfigError(f"`lora.last_layers` must be at most the base's {total} layers, got {settings.last_layers}")
-        layers = {"layers_to_transform": list(range(total - settings.last_layers, total)), "layers_pattern": "layers"}
+    if settings.last_layers is not None or top != total:
+        first = top - settings.last_layers if settings.last_layers is not None else 0
+        layers = {"layers_to_transform": list(range(first, top)), "layers_pattern": "layers"}
     torch.manual_seed(seed)
     config = LoraConfig(
         r=settings.r,
@@ -445,7 +452,7 @@ def fit_head(
             batch = [train_examples[i] for i in batch_ids]
             enc = encode(tokenizer, task.texts(batch), config.max_length)
             with training_compute(base, attention=config.attention, mixed_precision=config.mixed_precision):
-                hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"])
+                hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=head.config.depth)
             logits = head(hidden, enc["attention_mask"])
             loss = task.loss(logits, task.targets(batch, enc))
             loss.backward()

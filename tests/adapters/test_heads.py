@@ -195,6 +195,33 @@ def test_body_hidden_states_left_padding_matches_unpadded(tiny_base: Any) -> Non
     assert torch.allclose(full.hidden_states[-1], alone, atol=1e-5)
 
 
+def test_body_hidden_states_depth_runs_only_the_first_layers(tiny_base: Any) -> None:
+    tok, model = tiny_base.tokenizer, tiny_base.model
+    enc = encode(tok, ["Where is my order?", "Refund the blue kettle, I was charged twice."], 64)
+    layers = model.config.num_hidden_layers
+    body = model.get_decoder()
+    calls: list[int] = []
+    hooks = [layer.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, layer in enumerate(body.layers)]
+    try:
+        with torch.inference_mode():
+            full = model(**enc, output_hidden_states=True, position_ids=enc["attention_mask"].long().cumsum(-1).clamp(min=1) - 1)
+            calls.clear()
+            shallow = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=1)
+            assert calls == [0]  # the layers above are not run at all
+            whole = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=layers)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    mask = enc["attention_mask"].bool()
+    # layer 1's output, through the final norm, at every real token
+    assert torch.allclose(shallow[mask], body.norm(full.hidden_states[1])[mask], atol=1e-5)
+    assert torch.allclose(whole[mask], full.hidden_states[-1][mask], atol=1e-5)
+    assert model.config.num_hidden_layers == layers  # restored
+    with pytest.raises(ConfigError, match=rf"`depth` must be between 1 and the base's {layers} layers, got {layers + 1}"):
+        body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=layers + 1)
+    assert model.config.num_hidden_layers == layers
+
+
 def test_body_hidden_states_uses_active_lora(tiny_base_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer

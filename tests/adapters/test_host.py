@@ -219,6 +219,29 @@ def test_wrong_fingerprint_is_refused(world: dict[str, Any], tiny_base_path: Pat
     assert host.mounted() == []
 
 
+def test_heads_of_different_depth_share_a_mixed_batch(world: dict[str, Any], tiny_base_path: Path) -> None:
+    """A head with `depth` reads an earlier layer; rows of such heads and full-depth heads can
+    share one `classify_mixed` call and get what each adapter gives alone."""
+    base = _fresh_base(tiny_base_path)
+    reg = Registry(world["tmp"] / "depths")
+    full = HeadConfig(kind="classify", labels=LABELS, hidden_size=base.hidden_size)
+    shallow = full.model_copy(update={"depth": 1})
+    for name, head in (("deep", full), ("shallow", shallow)):  # the same LoRA and head weights
+        staged = _stage_adapter(tiny_base_path, world["tmp"] / f"depth-{name}", seed=1, head=head, head_seed=7)
+        reg.publish(name, staged, _fields(base, "classify", LABELS, head=head))
+    host = AdapterHost(base, reg)
+    deep_out, shallow_out = host.classify("deep", TEXTS), host.classify("shallow", TEXTS)
+    assert any(abs(x.scores[k] - y.scores[k]) > 1e-3 for x, y in zip(deep_out, shallow_out, strict=True) for k in LABELS)
+    pairs = [("shallow", TEXTS[0]), ("deep", TEXTS[1]), ("shallow", TEXTS[2]), ("deep", TEXTS[0])]
+    for (adapter, text), got in zip(pairs, host.classify_mixed(pairs), strict=True):
+        assert got.scores == pytest.approx(host.classify(adapter, [text])[0].scores, abs=1e-5)
+    too_deep = full.model_copy(update={"depth": 5})
+    staged = _stage_adapter(tiny_base_path, world["tmp"] / "depth-5", seed=1, head=too_deep)
+    reg.publish("too_deep", staged, _fields(base, "classify", LABELS, head=too_deep))
+    with pytest.raises(IntegrityError, match=r"`too_deep@v1`.*after layer 5 but the base has 2 layers"):
+        host.mount("too_deep")
+
+
 def test_tampered_adapter_is_refused(world: dict[str, Any], tiny_base_path: Path) -> None:
     reg: Registry = world["reg"]
     base = _fresh_base(tiny_base_path)

@@ -90,6 +90,9 @@ def test_paths_are_relative_to_the_yaml(tmp_path: Path) -> None:
         ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\npooling: mean\n", "`pooling` is only for `kind: classify`"),
         ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\npooling: max\n", "`pooling`"),
         ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\nlookahead: 1\n", "`lookahead` is only for `kind: tag`"),
+        ("adapter: a\nkind: generate\ndata: {train: t.jsonl}\nprompt: hi\ndepth: 4\n", "`depth` is only for `kind: classify` and `kind: tag`"),
+        ("adapter: a\nkind: classify\ndata: {train: t.jsonl}\ndepth: 0\n", "`depth`"),
+        ("adapter: a\nkind: tag\ndata: {train: t.jsonl}\ndepth: 4\nlora: {last_layers: 6}\n", "`lora.last_layers` (6) must be at most `depth` (4)"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, body: str, needle: str) -> None:

@@ -514,3 +514,36 @@ def test_training_steps_run_with_the_configured_kernels_and_evaluation_without(
     assert version.manifest.hyperparameters["mixed_precision"] is fast
     assert version.manifest.hyperparameters["attention"] == ("auto" if fast else "sdpa")
     assert base.model.config._attn_implementation == "sdpa"
+
+
+def test_depth_trains_and_serves_the_first_layers_only(tmp_path: Path, tiny_base_path: Path) -> None:
+    """`depth: 1`: LoRA only on layer 0, the head reads layer 1's input (then the final norm),
+    the manifest says so, and the host serves it the way the trainer evaluated it."""
+    from safetensors.torch import load_file
+
+    from loragraph.adapters.base import BaseSpec, load_base
+    from loragraph.adapters.host import AdapterHost
+    from loragraph.training.classify import predict_classify
+
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=1, depth=1, lora={"target_modules": ["q_proj", "down_proj"]})
+    registry = Registry(tmp_path / "r")
+    version = train(cfg, registry=registry)
+    keys = list(load_file(str(version.path / "adapter_model.safetensors")))
+    assert keys and all(".layers.0." in k for k in keys)  # the layer above is never run: no LoRA there
+    assert version.manifest.head is not None and version.manifest.head.depth == 1
+    assert version.manifest.hyperparameters["depth"] == 1
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization="fp32"))
+    host = AdapterHost(base, registry)
+    texts = ["where is my order", "please cancel order A-48213, it has been two weeks"]
+    served = host.classify(version, texts)
+    mounted, head = host._head_of(version, "classify")
+    host._activate(mounted)
+    labels, logits = predict_classify(host.model, head, base.tokenizer, texts, max_length=64, labels=head.config.labels)
+    assert [c.label for c in served] == labels
+    for c, row in zip(served, logits.softmax(-1), strict=True):
+        assert c.scores == pytest.approx(dict(zip(head.config.labels, row.tolist(), strict=True)), abs=1e-5)
+    assert base.model.config.num_hidden_layers == 2  # restored after every truncated forward
+    with pytest.raises(ConfigError, match=r"`depth` must be between 1 and the base's 2 layers, got 3"):
+        train(make_config(tmp_path, tiny_base_path, "classify", name="deep", depth=3), registry=registry)
+    with pytest.raises(ValueError, match=r"`lora\.last_layers` \(2\) must be at most `depth` \(1\)"):
+        make_config(tmp_path, tiny_base_path, "classify", name="z", depth=1, lora={"last_layers": 2})
