@@ -10,8 +10,13 @@ server do) and scores a data file both ways, alternating: ``host.classify`` over
 differ and the largest difference of a label's probability (padding is masked, so only float
 rounding may move a row).
 
+``--against REF`` also mounts a second classify adapter on the same host and scores the file
+with it by length, alternated with the first: the ratio of their times is what serving one
+costs against the other (e.g. a head reading layer 15, ``depth: 15``, against one reading the
+last layer).
+
     python benchmarks/evaluation.py intent --data examples/customer_service/data/intent/test.jsonl \\
-        [--repeats 2] [--batch 32] [--json]
+        [--against intent@v1] [--repeats 2] [--batch 32] [--json]
 
 Needs a prepared base and the adapter in the registry (``$LORAGRAPH_HOME``).
 """
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="JSONL with a `text` per line")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32, help="rows per forward pass (the trainer's and host's 32)")
+    parser.add_argument("--against", help="a second classify adapter on the same base, timed by length beside the first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -52,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         "in input order": lambda: [r for i in range(0, len(texts), args.batch) for r in host.classify(name, texts[i:i + args.batch])],
         "by length": lambda: host.classify(name, texts),
     }
+    other = None
+    if args.against:
+        against = registry.resolve(args.against)
+        if against.manifest.kind != "classify":
+            parser.error(f"`{args.against}` is a {against.manifest.kind} adapter; --against needs a classify adapter")
+        other = host.mount(against)
+        ways["against, by length"] = lambda: host.classify(other, texts)
 
     seconds: dict[str, list[float]] = {way: [] for way in ways}
     results: dict[str, list[Classification]] = {}
@@ -72,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "by_length_vs_input_order": best["in input order"] / best["by length"],
         "labels_differ": differ,
         "max_score_difference": max((abs(a.scores[k] - b.scores[k]) for a, b in pairs for k in a.scores), default=0.0),
+        "against": args.against and registry.resolve(args.against).ref,
+        "against_vs_adapter": best["against, by length"] / best["by length"] if other else None,
+        "depths": {"adapter": manifest.head and manifest.head.depth,
+                   "against": registry.resolve(args.against).manifest.head.depth if other else None},  # type: ignore[union-attr]
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -81,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {way:15s} {s:7.1f} s  {len(texts) / s:6.1f} rows/s")
     print(f"  by length vs in input order: {report['by_length_vs_input_order']:.2f}x; "
           f"labels that differ: {differ}; largest probability difference {report['max_score_difference']:.2g}")
+    if other:
+        depths = report["depths"]
+        print(f"  {report['against']} (depth {depths['against'] or 'all'}) vs {version.ref} (depth {depths['adapter'] or 'all'}), "
+              f"both by length: {report['against_vs_adapter']:.2f}x the time")
     return 0
 
 

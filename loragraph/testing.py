@@ -94,13 +94,15 @@ def publish_random_adapter(
     seed: int = 0,
     strength: float = 20.0,
     threshold: float | None = None,
+    depth: int | None = None,
 ) -> Any:
     """Publish an untrained adapter (random LoRA + random head) for ``base`` in ``registry``.
 
     For tests of everything downstream of training (router, API, guardrails): a real PEFT
     folder, a real head, a real manifest and checksums, in milliseconds. ``kind`` is
     ``classify``, ``tag`` or ``generate``; ``labels`` are class labels or entity types;
-    ``threshold`` is stored as a classify adapter's guardrail threshold.
+    ``threshold`` is stored as a classify adapter's guardrail threshold; ``depth`` is the
+    head's ``depth`` (it reads the hidden states after that many layers).
     """
     import tempfile
 
@@ -122,7 +124,7 @@ def publish_random_adapter(
     if kind in ("classify", "tag"):
         if not labels:
             raise ValueError(f"`labels` are required for a {kind} adapter")
-        head = HeadConfig(kind=kind, labels=labels, hidden_size=int(model.config.hidden_size))  # type: ignore[arg-type]
+        head = HeadConfig(kind=kind, labels=labels, hidden_size=int(model.config.hidden_size), depth=depth)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as staged:
         peft_model.save_pretrained(staged)
         if head is not None:

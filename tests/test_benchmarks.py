@@ -55,17 +55,20 @@ def test_evaluation_benchmark_compares_length_batches_with_input_order(tiny_base
 
     home = tmp_path / "home"
     publish_random_adapter(Registry(home / "adapters"), tiny_base, "intent", "classify", labels=["a", "b", "c"], seed=1)
+    publish_random_adapter(Registry(home / "adapters"), tiny_base, "shallow", "classify", labels=["a", "b"], seed=2, depth=1)
     words = ["refund", "order", "where", "is", "my", "parcel", "please"]
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps({"text": " ".join(words[: 1 + i % 7] * (1 + i % 3))}) + "\n" for i in range(20)))
     env = {**os.environ, "LORAGRAPH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "intent", "--data", str(data),
-         "--repeats", "1", "--batch", "4", "--json"],
+         "--repeats", "1", "--batch", "4", "--against", "shallow", "--json"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["adapter"] == "intent@v1" and result["rows"] == 20 and result["batch"] == 4
-    assert set(result["seconds"]) == {"in input order", "by length"} and result["by_length_vs_input_order"] > 0
+    assert set(result["seconds"]) == {"in input order", "by length", "against, by length"} and result["by_length_vs_input_order"] > 0
+    assert result["against"] == "shallow@v1" and result["against_vs_adapter"] > 0
+    assert result["depths"] == {"adapter": None, "against": 1}
     assert result["labels_differ"] == 0 and result["max_score_difference"] < 1e-4  # fp32: padding is masked
