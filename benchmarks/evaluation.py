@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "in input order": lambda: [r for i in range(0, len(texts), args.batch) for r in host.classify(name, texts[i:i + args.batch])],
         "by length": lambda: host.classify(name, texts),
     }
-    other = None
+    other = against = None
     if args.against:
         against = registry.resolve(args.against)
         if against.manifest.kind != "classify":
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "by_length_vs_input_order": best["in input order"] / best["by length"],
         "labels_differ": differ,
         "max_score_difference": max((abs(a.scores[k] - b.scores[k]) for a, b in pairs for k in a.scores), default=0.0),
-        "against": args.against and registry.resolve(args.against).ref,
-        "against_vs_adapter": best["against, by length"] / best["by length"] if other else None,
+        "against": against.ref if against else None,
+        "against_vs_adapter": best["against, by length"] / best["by length"] if against else None,
         "depths": {"adapter": manifest.head and manifest.head.depth,
-                   "against": registry.resolve(args.against).manifest.head.depth if other else None},  # type: ignore[union-attr]
+                   "against": against.manifest.head and against.manifest.head.depth if against else None},
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {way:15s} {s:7.1f} s  {len(texts) / s:6.1f} rows/s")
     print(f"  by length vs in input order: {report['by_length_vs_input_order']:.2f}x; "
           f"labels that differ: {differ}; largest probability difference {report['max_score_difference']:.2g}")
-    if other:
+    if against:
         depths = report["depths"]
         print(f"  {report['against']} (depth {depths['against'] or 'all'}) vs {version.ref} (depth {depths['adapter'] or 'all'}), "
               f"both by length: {report['against_vs_adapter']:.2f}x the time")

@@ -130,7 +130,8 @@ def _child(
         return float(loss.detach())
 
     variants: list[dict[str, Any]] = [{}, plain, unfused] if compute == "compare" else [{}]
-    if compute == "compare" and head is not None and depth is not None:
+    timed_depth = compute == "compare" and head is not None and depth is not None
+    if timed_depth:
         variants.append({"depth": depth})  # the trainers' kernels, the head reading layer `depth`
     for kernels in variants:
         step(kernels)  # warm-up (kernels, allocator)
@@ -162,8 +163,8 @@ def _child(
         "seconds_per_step": round(sum(times) / len(times), 4),
         "plain_seconds_per_step": round(sum(timed[1]) / len(timed[1]), 4) if compute == "compare" else None,
         "unfused_seconds_per_step": round(sum(timed[2]) / len(timed[2]), 4) if compute == "compare" else None,
-        "depth": depth if len(variants) > 3 else None,
-        "depth_seconds_per_step": round(sum(timed[3]) / len(timed[3]), 4) if len(variants) > 3 else None,
+        "depth": depth if timed_depth else None,
+        "depth_seconds_per_step": round(sum(timed[3]) / len(timed[3]), 4) if timed_depth else None,
         "layers": int(base.model.config.num_hidden_layers),
         "lora_targets": targets,
         "examples_per_second": round(batch * len(times) / sum(times), 3),

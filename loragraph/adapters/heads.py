@@ -247,6 +247,12 @@ def body_hidden_states(
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+def check_depth(depth: int | None, layers: int) -> None:
+    """A head's ``depth`` must name one of the base's ``layers`` (``ConfigError`` otherwise; None: all)."""
+    if depth is not None and not 1 <= depth <= layers:
+        raise ConfigError(f"`depth` must be between 1 and the base's {layers} layers, got {depth}")
+
+
 @contextlib.contextmanager
 def _truncated(body: nn.Module, depth: int | None) -> Iterator[None]:
     """Inside, ``body`` runs its first ``depth`` layers (transformers' decoders run
@@ -258,8 +264,7 @@ def _truncated(body: nn.Module, depth: int | None) -> Iterator[None]:
         return
     if not isinstance(total, int) or len(getattr(body, "layers", ())) != total:
         raise ConfigError(f"`depth` {depth} needs a decoder with `layers` and `config.num_hidden_layers`; `{type(body).__name__}` has neither")
-    if not 1 <= depth <= total:
-        raise ConfigError(f"`depth` must be between 1 and the base's {total} layers, got {depth}")
+    check_depth(depth, total)
     config.num_hidden_layers = depth
     try:
         yield

@@ -188,6 +188,8 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int, depth: int | None
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from loragraph.adapters.heads import check_depth
+
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [t for t in settings.target_modules if t not in names]
     if missing:
@@ -196,8 +198,7 @@ def add_lora(model: Any, settings: LoraSettings, *, seed: int, depth: int | None
             f"linear modules there include {sorted(n for n in names if n.endswith('_proj'))}"
         )
     total = int(getattr(model.config, "num_hidden_layers", 0))
-    if depth is not None and not 1 <= depth <= total:
-        raise ConfigError(f"`depth` must be between 1 and the base's {total} layers, got {depth}")
+    check_depth(depth, total)
     top = depth if depth is not None else total
     if settings.last_layers is not None and settings.last_layers > top:
         limit = f"`depth` ({depth})" if depth is not None else f"the base's {total} layers"
