@@ -277,7 +277,7 @@ def test_each_split_uses_its_own_held_out_templates() -> None:
 CHECKS = Path(__file__).resolve().parents[2] / "examples" / "customer_service" / "checks"
 
 
-@pytest.mark.parametrize(("name", "per_intent"), [("intent.jsonl", 6), ("intent-2.jsonl", 4), ("intent-3.jsonl", 4)])
+@pytest.mark.parametrize(("name", "per_intent"), [("intent.jsonl", 6), ("intent-2.jsonl", 4), ("intent-3.jsonl", 4), ("intent-4.jsonl", 4)])
 def test_hand_written_intent_checks_are_valid_and_not_generator_phrasings(name: str, per_intent: int) -> None:
     """Each set of hand-written check messages (README: Benchmarks) parses as classify data
     over the sample's intents, balanced, and shares no sentence of 30+ characters with the
