@@ -99,31 +99,14 @@ def plain_pipeline(guarded: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _publish_random(registry_root: Path, pipeline_doc: dict[str, Any], train_dir: Path) -> None:
-    import yaml
-
+def _publish_random(registry_root: Path, pipeline_doc: dict[str, Any], train_dir: Path, *, shapes: bool) -> None:
     from loragraph.adapters.base import BaseSpec, load_base
     from loragraph.adapters.registry import Registry
-    from loragraph.testing import publish_random_adapter
+    from loragraph.testing import publish_pipeline_adapters
 
     base = load_base(BaseSpec(**pipeline_doc.get("base", {})))
-    registry = Registry(registry_root)
-    done: set[str] = set()
-    for stage in pipeline_doc["stages"].values():
-        name = str(stage["adapter"]).split("@")[0]
-        if name in done:
-            continue
-        done.add(name)
-        cfg_path = train_dir / f"{name}.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-        kind = "classify" if stage["kind"] == "guardrail" else stage["kind"]
-        labels = cfg.get("labels") or (["safe", "attack"] if stage["kind"] == "guardrail" else ["a", "b", "c"])
-        publish_random_adapter(
-            registry, base, name, kind,
-            labels=labels if kind != "generate" else None,
-            prompt=cfg.get("prompt") or "{{ text }}",
-            system=cfg.get("system"),
-        )
+    stages = [(str(stage["adapter"]), str(stage["kind"])) for stage in pipeline_doc["stages"].values()]
+    publish_pipeline_adapters(Registry(registry_root), base, stages, train_dir, shapes=shapes)
 
 
 def _run(router: Any, docs: list[str], repeats: int) -> list[Any]:
@@ -228,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / "home").mkdir()
             (tmp / "home" / "base").symlink_to(home / "base")
             os.environ["LORAGRAPH_HOME"] = str(tmp / "home")
-            _publish_random(tmp / "home" / "adapters", doc, args.pipeline.parent / "train")
+            _publish_random(tmp / "home" / "adapters", doc, args.pipeline.parent / "train", shapes=args.base is None)
         result = measure(plain, guarded, (DOCS * 4)[: args.docs], args.repeats)
     result["random_adapters"] = args.random_adapters
     if args.json:

@@ -7,10 +7,11 @@ byte-level BPE tokenizer trained on the spot, ChatML chat template) that
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHATML_TEMPLATE", "publish_random_adapter", "tiny_base_dir"]
+__all__ = ["CHATML_TEMPLATE", "publish_pipeline_adapters", "publish_random_adapter", "tiny_base_dir"]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -95,6 +96,7 @@ def publish_random_adapter(
     strength: float = 20.0,
     threshold: float | None = None,
     depth: int | None = None,
+    lora: Any = None,
 ) -> Any:
     """Publish an untrained adapter (random LoRA + random head) for ``base`` in ``registry``.
 
@@ -102,8 +104,11 @@ def publish_random_adapter(
     folder, a real head, a real manifest and checksums, in milliseconds. ``kind`` is
     ``classify``, ``tag`` or ``generate``; ``labels`` are class labels or entity types;
     ``threshold`` is stored as a classify adapter's guardrail threshold; ``depth`` is the
-    head's ``depth`` (it reads the hidden states after that many layers).
+    head's ``depth`` (it reads the hidden states after that many layers). ``lora``: a
+    ``LoraSettings`` (a training config's ``lora``) gives the LoRA the shape the trainer would
+    (rank, target modules, layers; random B), else rank 4 on ``q_proj``/``v_proj``.
     """
+    import math
     import tempfile
 
     import torch
@@ -114,11 +119,18 @@ def publish_random_adapter(
 
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    if lora is not None:
+        from loragraph.training.train import add_lora
+
+        peft_model = add_lora(model, lora, seed=seed, depth=depth)
+    else:
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for pname, param in peft_model.named_parameters():
             if "lora_B" in pname:
+                if lora is not None:  # the trainer starts B at zero; untrained-but-random like init_lora_weights=False
+                    torch.nn.init.kaiming_uniform_(param, a=math.sqrt(5))
                 param.mul_(strength)
     head = None
     if kind in ("classify", "tag"):
@@ -146,6 +158,59 @@ def publish_random_adapter(
                 "threshold": threshold,
             },
         )
+
+
+def publish_pipeline_adapters(
+    registry: Any,
+    base: Any,
+    stages: Iterable[tuple[str, str]],
+    train_dir: str | Path,
+    *,
+    trained: Any = None,
+    shapes: bool = True,
+) -> list[str]:
+    """Give ``registry`` an adapter for each ``(adapter ref, stage kind)`` of a pipeline.
+
+    With ``trained`` (a ``Registry``), an adapter name it holds is copied from it as is (every
+    version and the promotion state: real weights, same checksums); every other name gets
+    ``publish_random_adapter`` with the labels, prompt, system and ``depth`` of its training
+    config ``train_dir/NAME.yaml`` when there is one (so a random classify adapter runs as
+    many layers as the shipped one) and its ``lora`` (the same rank, modules and layers);
+    ``shapes=False`` skips those two (for a base other than the configs', e.g. a tiny one).
+    Guardrail stages are classify adapters. Returns the names
+    published random, in stage order. For the benchmarks' ``--random-adapters`` and
+    ``--random-missing`` (their timings have the shipped shapes; their outputs mean nothing).
+    """
+    import shutil
+
+    import yaml
+
+    from loragraph.training.config import LoraSettings
+
+    published: list[str] = []
+    done: set[str] = set()
+    for ref, stage_kind in stages:
+        name = ref.split("@")[0]
+        if name in done:
+            continue
+        done.add(name)
+        if trained is not None and name in trained.names():
+            shutil.copytree(trained.root / name, Path(registry.root) / name)
+            continue
+        cfg_path = Path(train_dir) / f"{name}.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        kind = "classify" if stage_kind == "guardrail" else stage_kind
+        labels = cfg.get("labels") or (["safe", "attack"] if stage_kind == "guardrail" else ["a", "b", "c"])
+        publish_random_adapter(
+            registry, base, name, kind,
+            labels=labels if kind != "generate" else None,
+            prompt=cfg.get("prompt") or "{{ text }}",
+            system=cfg.get("system"),
+            depth=cfg.get("depth") if shapes and kind != "generate" else None,
+            lora=LoraSettings(**cfg["lora"]) if shapes and cfg.get("lora") else None,
+        )
+        published.append(name)
+    return published
 
 
 # --------------------------------------------------------------------------- EchoRouter

@@ -30,6 +30,24 @@ def test_guardrails_benchmark_runs_every_document_through_every_stage(tiny_base_
     assert "guard_in" in checks and checks & {"check_reply", "check_out_of_scope"}
 
 
+def test_router_benchmark_replays_a_whole_pipeline_run(tiny_base_path: Path, tmp_path: Path) -> None:
+    """``benchmarks/router.py`` on the tiny base with random adapters: the random guardrails let
+    the runs through (threshold 1.0), so the replay goes past the input guardrail to the reply."""
+    env = {**os.environ, "LORAGRAPH_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    (tmp_path / "home" / "base").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "router.py"), "--random-adapters", "--base", str(tiny_base_path),
+         "--max-new-tokens", "2", "--docs", "1", "--repeats", "1", "--skip-merged", "--json"],
+        capture_output=True, text=True, env=env, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert set(result["random_adapters"]) == {"guard_input", "intent", "entities", "summary", "reply", "guard_output"}
+    assert any(path.startswith("guard_in -> intent") and "reply" in path for path in result["paths"]), result["paths"]
+    assert result["activations"] >= 2 and 0 < result["activation_s"] < result["pipeline_swaps_s"]
+    assert result["swap_ratio"] >= 1.0 and result["classify_ratio"] > 0 and result["memory_ratio"] > 0
+
+
 def test_intent_unseen_regenerates_the_test_split_and_reads_a_previous_generator(tmp_path: Path) -> None:
     """``benchmarks/intent_unseen.py`` matches messages to their templates by regenerating the
     split as ``loragraph data sample`` writes it, and reads a previous generator from git."""
@@ -72,3 +90,43 @@ def test_evaluation_benchmark_compares_length_batches_with_input_order(tiny_base
     assert result["against"] == "shallow@v1" and result["against_vs_adapter"] > 0
     assert result["depths"] == {"adapter": None, "against": 1}
     assert result["labels_differ"] == 0 and result["max_score_difference"] < 1e-4  # fp32: padding is masked
+
+
+def test_pipeline_adapters_copy_the_trained_ones_and_give_the_rest_their_configs_shape(tiny_base: Any, tmp_path: Path) -> None:
+    """``publish_pipeline_adapters`` (the benchmarks' ``--random-adapters`` / ``--random-missing``):
+    a trained adapter is copied byte for byte with its versions and promotion; a missing one is
+    published random with its training config's labels, ``depth`` and ``lora``; a name is done once."""
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import publish_pipeline_adapters, publish_random_adapter
+
+    trained = Registry(tmp_path / "trained")
+    publish_random_adapter(trained, tiny_base, "intent", "classify", labels=["a", "b"], seed=1)
+    publish_random_adapter(trained, tiny_base, "intent", "classify", labels=["a", "b"], seed=2)
+    trained.promote("intent", 1)
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    (train_dir / "guard.yaml").write_text(
+        "labels: [safe, attack, spam]\ndepth: 1\nlora: {r: 2, alpha: 4, target_modules: [q_proj, k_proj], last_layers: 1}\n"
+    )
+    (train_dir / "summary.yaml").write_text("prompt: 'Summarise: {{ text }}'\n")
+    target = Registry(tmp_path / "target")
+    stages = [("intent", "classify"), ("guard", "guardrail"), ("summary", "generate"), ("intent@v2", "classify")]
+    assert publish_pipeline_adapters(target, tiny_base, stages, train_dir, trained=trained) == ["guard", "summary"]
+    for v in (1, 2):
+        copied, original = target.get("intent", v), trained.get("intent", v)
+        assert copied.manifest.files == original.manifest.files
+        assert target.verify(copied.ref).ref == f"intent@v{v}"
+    assert target.promoted("intent").version == 1
+    guard = target.promoted("guard").manifest
+    assert guard.labels == ["safe", "attack", "spam"] and guard.head is not None and guard.head.depth == 1
+    lora = json.loads((target.promoted("guard").path / "adapter_config.json").read_text())
+    assert (lora["r"], sorted(lora["target_modules"]), lora["layers_to_transform"]) == (2, ["k_proj", "q_proj"], [0])
+    from safetensors.torch import load_file
+
+    weights = load_file(str(target.promoted("guard").path / "adapter_model.safetensors"))
+    assert all(w.abs().sum() > 0 for k, w in weights.items() if "lora_B" in k)  # random, not the trainer's zero start
+    assert target.promoted("summary").manifest.prompt == "Summarise: {{ text }}"
+    # without a trained registry every name is random; a config-less guardrail gets safe/attack
+    alone = Registry(tmp_path / "alone")
+    assert publish_pipeline_adapters(alone, tiny_base, [("guard_x", "guardrail")], train_dir) == ["guard_x"]
+    assert alone.promoted("guard_x").manifest.labels == ["safe", "attack"]
