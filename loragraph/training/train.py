@@ -593,6 +593,11 @@ def train(
         raise ConfigError(
             f"`base.quantization` is `{config.base.quantization}` but the given base is `{base.spec.quantization}`"
         )
+    elif base.spec.quantization == "nf4" and not base.trainable:
+        raise ConfigError(
+            "the given `base` (nf4) was loaded for inference: train on `load_base(spec, trainable=True)` "
+            "(the 4-bit inference kernel gives wrong LoRA gradients, see `make_trainable`)"
+        )
     run = config.run_dir / config.run_hash()
     if config.kind == "classify":
         from loragraph.training.classify import train_classify

@@ -285,6 +285,16 @@ def test_base_quantization_must_match(tmp_path: Path, tiny_base_path: Path) -> N
         train(cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="bf16")}), base=base)
 
 
+
+def test_a_4bit_base_loaded_for_inference_is_refused(tmp_path: Path, tiny_base_path: Path) -> None:
+    """``train(base=...)`` on an nf4 base loaded without ``trainable=True``: its inference kernel
+    gives wrong LoRA gradients (``make_trainable``), so the run is refused before it starts."""
+    cfg = make_config(tmp_path, tiny_base_path, "classify")
+    cfg = cfg.model_copy(update={"base": BaseSpec(name=str(tiny_base_path), quantization="nf4")})
+    base = load_base(BaseSpec(name=str(tiny_base_path), quantization="nf4"))
+    with pytest.raises(ConfigError, match=r"trainable=True"):
+        train(cfg, registry=Registry(tmp_path / "r"), base=base)
+    assert not (tmp_path / "r").exists()  # nothing published
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 def test_pooling_is_trained_stored_and_served(tmp_path: Path, tiny_base_path: Path, pooling: str) -> None:
     from loragraph.adapters.base import BaseSpec, load_base
