@@ -60,6 +60,8 @@ def guarded_pipeline(pipeline: Path, *, input_adapter: str, output_adapter: str,
     below the new threshold would escalate the runs it was meant to let through)."""
     import yaml
 
+    from loragraph.testing import set_guardrail_threshold
+
     doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
     stages = doc["stages"]
     if not any(stage.get("kind") == "guardrail" for stage in stages.values()):
@@ -75,11 +77,7 @@ def guarded_pipeline(pipeline: Path, *, input_adapter: str, output_adapter: str,
         doc["entry"] = "guard_in"
         doc["edges"] = [{"from": "guard_in", "to": old_entry}, *doc.get("edges", []), {"from": "reply", "to": "guard_out"}]
     if threshold is not None:
-        for stage in doc["stages"].values():
-            if stage.get("kind") == "guardrail":
-                stage["threshold"] = threshold
-                stage.pop("review_threshold", None)
-                stage.pop("review_reply", None)
+        set_guardrail_threshold(doc, threshold)
     return doc
 
 
@@ -97,16 +95,6 @@ def plain_pipeline(guarded: dict[str, Any]) -> dict[str, Any]:
     doc["edges"] = [e for e in doc.get("edges", []) if e["from"] not in guards and e["to"] not in guards]
     doc["name"] = f"{doc.get('name', 'pipeline')}-plain"
     return doc
-
-
-def _publish_random(registry_root: Path, pipeline_doc: dict[str, Any], train_dir: Path, *, shapes: bool) -> None:
-    from loragraph.adapters.base import BaseSpec, load_base
-    from loragraph.adapters.registry import Registry
-    from loragraph.testing import publish_pipeline_adapters
-
-    base = load_base(BaseSpec(**pipeline_doc.get("base", {})))
-    stages = [(str(stage["adapter"]), str(stage["kind"])) for stage in pipeline_doc["stages"].values()]
-    publish_pipeline_adapters(Registry(registry_root), base, stages, train_dir, shapes=shapes)
 
 
 def _run(router: Any, docs: list[str], repeats: int) -> list[Any]:
@@ -186,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import cap_max_new_tokens, publish_pipeline_adapters
+
     # random guardrails flag at random: threshold 1.0 lets every document through all stages
     threshold = 1.0 if args.random_adapters else args.threshold
     doc = guarded_pipeline(args.pipeline, input_adapter=args.input_adapter, output_adapter=args.output_adapter, threshold=threshold)
@@ -197,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["base"] = plain_doc["base"] = {**plain_doc.get("base", {}), "quantization": args.quantization}
     if args.max_new_tokens is not None:
         for d in (doc, plain_doc):
-            for stage in d["stages"].values():
-                if stage.get("kind") == "generate":
-                    stage["max_new_tokens"] = min(int(stage.get("max_new_tokens", 128)), args.max_new_tokens)
+            cap_max_new_tokens(d, args.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         plain = tmp / "plain.yaml"
@@ -211,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / "home").mkdir()
             (tmp / "home" / "base").symlink_to(home / "base")
             os.environ["LORAGRAPH_HOME"] = str(tmp / "home")
-            _publish_random(tmp / "home" / "adapters", doc, args.pipeline.parent / "train", shapes=args.base is None)
+            publish_pipeline_adapters(Registry(tmp / "home" / "adapters"), doc, args.pipeline.parent / "train", shapes=args.base is None)
         result = measure(plain, guarded, (DOCS * 4)[: args.docs], args.repeats)
     result["random_adapters"] = args.random_adapters
     if args.json:

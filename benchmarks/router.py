@@ -57,53 +57,38 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _publish_random(registry_root: Path, pipeline: Path, train_dir: Path, trained: Path | None, *, shapes: bool) -> list[str]:
-    """Untrained adapters with the names, kinds, labels, prompts (and with ``shapes`` the
-    depths and LoRA shapes) of ``train_dir``'s configs; with ``trained``, that registry's
-    adapters are copied instead where it has them. Returns the names published random."""
-    from loragraph.adapters.base import load_base
-    from loragraph.adapters.registry import Registry
-    from loragraph.pipelines.spec import load_pipeline
-    from loragraph.testing import publish_pipeline_adapters
+def _untrained_copy(pipeline: Path, home: Path, args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """Fill the temporary home ``home``: your prepared base linked in, its registry by
+    ``loragraph.testing.publish_pipeline_adapters`` (with ``--random-missing`` your trained
+    adapters are copied, the rest are untrained with their configs' shapes), and the pipeline
+    the children run: on ``--base`` (fp32, generate stages capped at ``--max-new-tokens``) when
+    given, each guardrail served by a random adapter never flagging (threshold 1.0, no review
+    band), so the runs go past it as with a trained one. Returns that pipeline and the names
+    published random."""
+    import yaml
 
-    spec = load_pipeline(pipeline)
-    stages = [(stage.adapter, stage.kind) for stage in spec.stages.values()]
-    return publish_pipeline_adapters(
-        Registry(registry_root), load_base(spec.base), stages, train_dir,
-        trained=Registry(trained) if trained is not None else None, shapes=shapes,
+    from loragraph.adapters.registry import Registry
+    from loragraph.testing import (
+        cap_max_new_tokens,
+        publish_pipeline_adapters,
+        set_guardrail_threshold,
     )
 
-
-def _with_base(pipeline: Path, base: Path, out: Path, max_new_tokens: int | None) -> Path:
-    """A copy of ``pipeline`` at ``out`` on the base folder ``base`` (fp32), its generate
-    stages capped at ``max_new_tokens``."""
-    import yaml
-
     doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
-    doc["base"] = {"name": str(base.resolve()), "quantization": "fp32"}
-    for stage in doc["stages"].values():
-        if stage.get("kind") == "generate" and max_new_tokens is not None:
-            stage["max_new_tokens"] = min(int(stage.get("max_new_tokens", 128)), max_new_tokens)
+    if args.base is not None:
+        doc["base"] = {"name": str(args.base.resolve()), "quantization": "fp32"}
+        if args.max_new_tokens is not None:
+            cap_max_new_tokens(doc, args.max_new_tokens)
+    user_home = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph")
+    (home / "base").symlink_to(user_home / "base")
+    trained = Registry(user_home / "adapters") if args.random_missing else None
+    random_names = publish_pipeline_adapters(
+        Registry(home / "adapters"), doc, pipeline.parent / "train", trained=trained, shapes=args.base is None
+    )
+    set_guardrail_threshold(doc, 1.0, adapters=random_names)
+    out = home / pipeline.name
     out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return out
-
-
-def _random_guards_pass(pipeline: Path, random_names: list[str], out: Path) -> Path:
-    """A copy of ``pipeline`` at ``out`` in which each guardrail stage served by a random adapter
-    never flags (threshold 1.0, no review band), so runs go past it as with a trained one;
-    ``pipeline`` itself when no guardrail is random."""
-    import yaml
-
-    doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
-    guards = [s for s in doc["stages"].values() if s.get("kind") == "guardrail" and str(s["adapter"]).split("@")[0] in random_names]
-    if not guards:
-        return pipeline
-    for stage in guards:
-        stage["threshold"] = 1.0
-        stage.pop("review_threshold", None)
-        stage.pop("review_reply", None)
-    out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return out
+    return out, random_names
 
 
 def _fixed_length(host: Any) -> None:
@@ -272,16 +257,8 @@ def main() -> None:
     random_names: list[str] = []
     if args.random_adapters or args.random_missing:
         tmp = tempfile.TemporaryDirectory()
-        env["LORAGRAPH_HOME"] = tmp.name
-        home = Path(os.environ.get("LORAGRAPH_HOME") or Path.home() / ".loragraph")
-        (Path(tmp.name) / "base").symlink_to(home / "base")
-        os.environ["LORAGRAPH_HOME"] = tmp.name
-        trained = home / "adapters" if args.random_missing else None
-        train_dir = args.pipeline.parent / "train"
-        if args.base is not None:
-            args.pipeline = _with_base(args.pipeline, args.base, Path(tmp.name) / args.pipeline.name, args.max_new_tokens)
-        random_names = _publish_random(Path(tmp.name) / "adapters", args.pipeline, train_dir, trained, shapes=args.base is None)
-        args.pipeline = _random_guards_pass(args.pipeline, random_names, Path(tmp.name) / args.pipeline.name)
+        args.pipeline, random_names = _untrained_copy(args.pipeline, Path(tmp.name), args)
+        env["LORAGRAPH_HOME"] = os.environ["LORAGRAPH_HOME"] = tmp.name
     elif args.base is not None:
         parser.error("--base needs --random-adapters or --random-missing (adapters trained on that base)")
     common = ["--pipeline", str(args.pipeline), "--docs", str(args.docs), "--repeats", str(args.repeats)]

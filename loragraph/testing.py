@@ -7,11 +7,18 @@ byte-level BPE tokenizer trained on the spot, ChatML chat template) that
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHATML_TEMPLATE", "publish_pipeline_adapters", "publish_random_adapter", "tiny_base_dir"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "cap_max_new_tokens",
+    "publish_pipeline_adapters",
+    "publish_random_adapter",
+    "set_guardrail_threshold",
+    "tiny_base_dir",
+]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -162,35 +169,36 @@ def publish_random_adapter(
 
 def publish_pipeline_adapters(
     registry: Any,
-    base: Any,
-    stages: Iterable[tuple[str, str]],
+    pipeline_doc: Mapping[str, Any],
     train_dir: str | Path,
     *,
     trained: Any = None,
     shapes: bool = True,
 ) -> list[str]:
-    """Give ``registry`` an adapter for each ``(adapter ref, stage kind)`` of a pipeline.
+    """Give ``registry`` an adapter for each stage of ``pipeline_doc`` (a pipeline YAML document).
 
     With ``trained`` (a ``Registry``), an adapter name it holds is copied from it as is (every
     version and the promotion state: real weights, same checksums); every other name gets
-    ``publish_random_adapter`` with the labels, prompt, system and ``depth`` of its training
-    config ``train_dir/NAME.yaml`` when there is one (so a random classify adapter runs as
-    many layers as the shipped one) and its ``lora`` (the same rank, modules and layers);
-    ``shapes=False`` skips those two (for a base other than the configs', e.g. a tiny one).
-    Guardrail stages are classify adapters. Returns the names
-    published random, in stage order. For the benchmarks' ``--random-adapters`` and
+    ``publish_random_adapter`` on the document's base (loaded only then) with the labels,
+    prompt, system and ``depth`` of its training config ``train_dir/NAME.yaml`` when there is
+    one (so a random classify adapter runs as many layers as the shipped one) and its ``lora``
+    (the same rank, modules and layers); ``shapes=False`` skips those two (for a base other
+    than the configs', e.g. a tiny one). Guardrail stages are classify adapters. Returns the
+    names published random, in stage order. For the benchmarks' ``--random-adapters`` and
     ``--random-missing`` (their timings have the shipped shapes; their outputs mean nothing).
     """
     import shutil
 
     import yaml
 
+    from loragraph.adapters.base import BaseSpec, load_base
     from loragraph.training.config import LoraSettings
 
+    base = None
     published: list[str] = []
     done: set[str] = set()
-    for ref, stage_kind in stages:
-        name = ref.split("@")[0]
+    for stage in pipeline_doc["stages"].values():
+        name, stage_kind = str(stage["adapter"]).split("@")[0], str(stage["kind"])
         if name in done:
             continue
         done.add(name)
@@ -201,6 +209,7 @@ def publish_pipeline_adapters(
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
         kind = "classify" if stage_kind == "guardrail" else stage_kind
         labels = cfg.get("labels") or (["safe", "attack"] if stage_kind == "guardrail" else ["a", "b", "c"])
+        base = base or load_base(BaseSpec(**(pipeline_doc.get("base") or {})))
         publish_random_adapter(
             registry, base, name, kind,
             labels=labels if kind != "generate" else None,
@@ -212,6 +221,24 @@ def publish_pipeline_adapters(
         published.append(name)
     return published
 
+
+def set_guardrail_threshold(pipeline_doc: dict[str, Any], threshold: float, *, adapters: Iterable[str] | None = None) -> None:
+    """Give every guardrail stage of ``pipeline_doc`` (or those whose adapter is named in
+    ``adapters``) ``threshold`` and no review band (a band below the new threshold would
+    escalate the runs it was meant to let through). 1.0: a random guardrail never flags."""
+    names = set(adapters) if adapters is not None else None
+    for stage in pipeline_doc["stages"].values():
+        if stage.get("kind") == "guardrail" and (names is None or str(stage["adapter"]).split("@")[0] in names):
+            stage["threshold"] = threshold
+            stage.pop("review_threshold", None)
+            stage.pop("review_reply", None)
+
+
+def cap_max_new_tokens(pipeline_doc: dict[str, Any], limit: int) -> None:
+    """Cap every generate stage of ``pipeline_doc`` at ``limit`` new tokens (a tiny base's context is short)."""
+    for stage in pipeline_doc["stages"].values():
+        if stage.get("kind") == "generate":
+            stage["max_new_tokens"] = min(int(stage.get("max_new_tokens", 128)), limit)
 
 # --------------------------------------------------------------------------- EchoRouter
 

@@ -92,7 +92,9 @@ def test_evaluation_benchmark_compares_length_batches_with_input_order(tiny_base
     assert result["labels_differ"] == 0 and result["max_score_difference"] < 1e-4  # fp32: padding is masked
 
 
-def test_pipeline_adapters_copy_the_trained_ones_and_give_the_rest_their_configs_shape(tiny_base: Any, tmp_path: Path) -> None:
+def test_pipeline_adapters_copy_the_trained_ones_and_give_the_rest_their_configs_shape(
+    tiny_base: Any, tiny_base_path: Path, tmp_path: Path
+) -> None:
     """``publish_pipeline_adapters`` (the benchmarks' ``--random-adapters`` / ``--random-missing``):
     a trained adapter is copied byte for byte with its versions and promotion; a missing one is
     published random with its training config's labels, ``depth`` and ``lora``; a name is done once."""
@@ -110,8 +112,10 @@ def test_pipeline_adapters_copy_the_trained_ones_and_give_the_rest_their_configs
     )
     (train_dir / "summary.yaml").write_text("prompt: 'Summarise: {{ text }}'\n")
     target = Registry(tmp_path / "target")
+    base = {"name": str(tiny_base_path), "quantization": "fp32"}
     stages = [("intent", "classify"), ("guard", "guardrail"), ("summary", "generate"), ("intent@v2", "classify")]
-    assert publish_pipeline_adapters(target, tiny_base, stages, train_dir, trained=trained) == ["guard", "summary"]
+    doc = {"base": base, "stages": {f"s{i}": {"adapter": a, "kind": k} for i, (a, k) in enumerate(stages)}}
+    assert publish_pipeline_adapters(target, doc, train_dir, trained=trained) == ["guard", "summary"]
     for v in (1, 2):
         copied, original = target.get("intent", v), trained.get("intent", v)
         assert copied.manifest.files == original.manifest.files
@@ -128,5 +132,6 @@ def test_pipeline_adapters_copy_the_trained_ones_and_give_the_rest_their_configs
     assert target.promoted("summary").manifest.prompt == "Summarise: {{ text }}"
     # without a trained registry every name is random; a config-less guardrail gets safe/attack
     alone = Registry(tmp_path / "alone")
-    assert publish_pipeline_adapters(alone, tiny_base, [("guard_x", "guardrail")], train_dir) == ["guard_x"]
+    alone_doc = {"base": base, "stages": {"g": {"adapter": "guard_x", "kind": "guardrail"}}}
+    assert publish_pipeline_adapters(alone, alone_doc, train_dir) == ["guard_x"]
     assert alone.promoted("guard_x").manifest.labels == ["safe", "attack"]
