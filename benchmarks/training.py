@@ -19,7 +19,10 @@ over fp32 LoRA weights), plus two more ``nf4`` runs that each change one thing:
   ``addmm`` per LoRA layer), alternated in the same process so that a busy or throttled CPU
   slows all alike; the ratios of their times are the kernels' gain and the fused LoRA's;
   for classify and tag also steps whose head reads layer ``--depth`` (default 15; a config's
-  ``depth``: the layers above are not run), alternated with the others;
+  ``depth``: the layers above are not run), and steps that read the same layer with the layers
+  below ``--frozen`` (default 5; a config's ``lora.last_layers: depth - N``) frozen, which the
+  trainers run once per example and then start from their cached output (``FrozenStates``),
+  alternated with the others;
 - LoRA dropout ``--compare-dropout`` (default 0.05, peft's common setting): on CPU the
   dropout mask (one Bernoulli draw per input element of every LoRA layer) is a large part
   of a step.
@@ -36,7 +39,7 @@ with dropout. The peak includes loading (the
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
                                        [--targets q_proj,k_proj,v_proj,o_proj] [--lora-dropout 0]
-                                       [--compare-dropout 0.05] [--no-compare] [--depth 15] [--json]
+                                       [--compare-dropout 0.05] [--no-compare] [--depth 15] [--frozen 5] [--json]
 """
 
 from __future__ import annotations
@@ -73,11 +76,12 @@ def _current_rss_mb() -> float:
 def _child(
     kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str, targets: list[str],
     depth: int | None = None,
+    frozen: int | None = None,
 ) -> dict[str, Any]:
     import torch
 
     from loragraph.adapters.base import BaseSpec, load_base
-    from loragraph.adapters.heads import HeadConfig, body_hidden_states, build_head
+    from loragraph.adapters.heads import HeadConfig, body_hidden_states, build_head, layer_states
     from loragraph.training.config import LoraSettings
     from loragraph.training.train import add_lora, training_compute
 
@@ -113,12 +117,21 @@ def _child(
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
+    cached = None
+    if compute == "compare" and head is not None and depth is not None and frozen:
+        with torch.no_grad(), training_compute(base):  # once, as the trainers do before the first step
+            cached = layer_states(model, ids, mask, layers=frozen)
+
     def step(kernels: dict[str, Any]) -> float:
         kernels = dict(kernels)
         layers = kernels.pop("depth", None)
+        start = kernels.pop("frozen", 0)
         if head is not None:
             with training_compute(base, **kernels):
-                hidden = body_hidden_states(model, ids, mask, depth=layers)
+                if start:
+                    hidden = body_hidden_states(model, None, mask, states=cached, first_layer=start, depth=layers)
+                else:
+                    hidden = body_hidden_states(model, ids, mask, depth=layers)
             logits = head(hidden, mask).float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         else:
@@ -133,6 +146,9 @@ def _child(
     timed_depth = compute == "compare" and head is not None and depth is not None
     if timed_depth:
         variants.append({"depth": depth})  # the trainers' kernels, the head reading layer `depth`
+    timed_frozen = timed_depth and cached is not None
+    if timed_frozen:
+        variants.append({"depth": depth, "frozen": frozen})  # ... and layers below `frozen` from their cached output
     for kernels in variants:
         step(kernels)  # warm-up (kernels, allocator)
     if torch.cuda.is_available():
@@ -165,6 +181,8 @@ def _child(
         "unfused_seconds_per_step": round(sum(timed[2]) / len(timed[2]), 4) if compute == "compare" else None,
         "depth": depth if timed_depth else None,
         "depth_seconds_per_step": round(sum(timed[3]) / len(timed[3]), 4) if timed_depth else None,
+        "frozen": frozen if timed_frozen else None,
+        "frozen_seconds_per_step": round(sum(timed[4]) / len(timed[4]), 4) if timed_frozen else None,
         "layers": int(base.model.config.num_hidden_layers),
         "lora_targets": targets,
         "examples_per_second": round(batch * len(times) / sum(times), 3),
@@ -192,13 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the nf4 run that alternates steps with and without the trainers' step kernels")
     parser.add_argument("--depth", type=int, default=15,
                         help="classify/tag: the compare run also times steps whose head reads layer N (`depth: N`); 0: skip")
+    parser.add_argument("--frozen", type=int, default=5,
+                        help="classify/tag: the compare run also times steps at `depth` with layers below N frozen and"
+                             " cached (`lora.last_layers: depth - N`); 0: skip")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "QUANTIZATION", "DROPOUT", "COMPUTE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, quantization, dropout, compute = args.child
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-        result = _child(kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets, args.depth or None)
+        result = _child(
+            kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets, args.depth or None, args.frozen or None
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -211,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("nf4", args.compare_dropout, "default"))
         for quantization, dropout, compute in runs:
             cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), compute, "--steps", str(args.steps),
-                   "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets, "--depth", str(args.depth)]
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets, "--depth", str(args.depth),
+                   "--frozen", str(args.frozen)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -239,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 "speed_depth_over_all_layers": (
                     round(compared["seconds_per_step"] / compared["depth_seconds_per_step"], 3)
                     if compared and compared["depth_seconds_per_step"] else None
+                ),
+                "speed_frozen_over_depth": (
+                    round(compared["depth_seconds_per_step"] / compared["frozen_seconds_per_step"], 3)
+                    if compared and compared["frozen_seconds_per_step"] else None
                 ),
                 "speed_nf4_over_nf4_with_dropout": (
                     round(nf4["examples_per_second"] / dropped["examples_per_second"], 3) if dropped else None
@@ -283,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
             if c and c["depth_seconds_per_step"]:
                 print(f"  {q['kind']:<10} depth {c['depth']} of {c['layers']}: {q['speed_depth_over_all_layers']:.2f}x"
                       f"  ({c['depth_seconds_per_step']:.2f} vs {c['seconds_per_step']:.2f} s/step)")
+    if any(q["speed_frozen_over_depth"] for q in ratios):
+        print("\nratios nf4 at `depth`, layers below `frozen` run once (cached) / every layer trained every step"
+              " (speed, alternated in the same process):")
+        for q in ratios:
+            c = next((r for r in results if r["kind"] == q["kind"] and r["compute"] == "compare"), None)
+            if c and c["frozen_seconds_per_step"]:
+                print(f"  {q['kind']:<10} LoRA on layers {c['frozen']}-{c['depth'] - 1}: {q['speed_frozen_over_depth']:.2f}x"
+                      f"  ({c['frozen_seconds_per_step']:.2f} vs {c['depth_seconds_per_step']:.2f} s/step)")
     if any(q["speed_nf4_over_nf4_with_dropout"] for q in ratios):
         print(f"\nratios nf4 without / with LoRA dropout {args.compare_dropout} (speed):")
         for q in ratios:

@@ -16,7 +16,9 @@ at run time exactly the inputs it was trained on:
 - ``encode(tokenizer, texts, max_length)``: left-padded batch with char offsets;
 - ``body_hidden_states(model, input_ids, attention_mask)``: ``[B, T, H]`` from the body,
   position ids from the mask (left padding), on a ``PeftModel`` (active LoRA, or a mixed
-  batch with ``adapter_names=``) or a plain model;
+  batch with ``adapter_names=``) or a plain model; from ``layer_states(...)`` (the residual
+  stream after the first N layers, which a trainer caches when nothing below N trains) with
+  ``states=``, ``first_layer=N``;
 - ``pool_last(hidden, mask)``: the hidden state of each row's last real token;
 - ``pool_mean(hidden, mask)`` / ``pool_attention(hidden, weights)``: the (weighted) mean
   over each row's real tokens (``attention_weights(scores, mask)``: softmax over them);
@@ -49,6 +51,8 @@ __all__ = [
     "body_hidden_states",
     "build_head",
     "encode",
+    "first_trainable_layer",
+    "layer_states",
     "length_batches",
     "load_head",
     "pool_attention",
@@ -221,11 +225,13 @@ def _body(model: Any) -> nn.Module:
 
 def body_hidden_states(
     model: Any,
-    input_ids: torch.Tensor,
+    input_ids: torch.Tensor | None,
     attention_mask: torch.Tensor,
     *,
     adapter_names: Sequence[str] | None = None,
     depth: int | None = None,
+    states: torch.Tensor | None = None,
+    first_layer: int = 0,
 ) -> torch.Tensor:
     """Run the transformer body WITHOUT ``lm_head``; return the final hidden states ``[B, T, H]``.
 
@@ -235,9 +241,34 @@ def body_hidden_states(
     row, ``"__base__"`` for none) runs a mixed-adapter batch through peft's own hooks.
     ``depth`` (a head's ``depth``) runs only the body's first ``depth`` layers, then its
     final norm: the layers above are not computed at all, forward or backward.
+    ``states`` (from ``layer_states(..., layers=first_layer)``, left-padded like the mask)
+    starts the body at layer ``first_layer`` instead of at the token embeddings of ``input_ids``.
+    """
+    if (states is None) != (first_layer == 0):
+        raise ConfigError(f"`states` and `first_layer` go together: got first_layer={first_layer} with{'out' if states is None else ''} states")
+    if states is None and input_ids is None:
+        raise ConfigError("`input_ids` is needed unless the body starts from `states`")
+    body = _body(model)
+    inputs = {"inputs_embeds": states} if states is not None else {"input_ids": input_ids}
+    with _peft_hooks(model, adapter_names), _layer_range(body, first_layer, depth):
+        out = body(
+            **inputs,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def layer_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, layers: int) -> torch.Tensor:
+    """The residual stream after the body's first ``layers`` layers, ``[B, T, H]`` (no final norm).
+
+    ``body_hidden_states(model, None, attention_mask, states=..., first_layer=layers, depth=...)``
+    continues from it: with no trainable parameter below ``layers``, a trainer computes this
+    once per example instead of at every step.
     """
     body = _body(model)
-    with _peft_hooks(model, adapter_names), _truncated(body, depth):
+    with _layer_range(body, 0, layers, norm=False):
         out = body(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -247,6 +278,19 @@ def body_hidden_states(
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+def first_trainable_layer(model: Any) -> int:
+    """Index of the lowest body layer holding a trainable parameter (0 when the embeddings
+    train; the number of layers when none does)."""
+    body = _body(model)
+    embed = getattr(body, "embed_tokens", None)
+    if embed is not None and any(p.requires_grad for p in embed.parameters()):
+        return 0
+    for index, layer in enumerate(getattr(body, "layers", ())):
+        if any(p.requires_grad for p in layer.parameters()):
+            return index
+    return len(getattr(body, "layers", ()))
+
+
 def check_depth(depth: int | None, layers: int) -> None:
     """A head's ``depth`` must name one of the base's ``layers`` (``ConfigError`` otherwise; None: all)."""
     if depth is not None and not 1 <= depth <= layers:
@@ -254,22 +298,35 @@ def check_depth(depth: int | None, layers: int) -> None:
 
 
 @contextlib.contextmanager
-def _truncated(body: nn.Module, depth: int | None) -> Iterator[None]:
-    """Inside, ``body`` runs its first ``depth`` layers (transformers' decoders run
-    ``layers[: config.num_hidden_layers]``); callers hold the host's lock, as for adapters."""
+def _layer_range(body: nn.Module, start: int, stop: int | None, *, norm: bool = True) -> Iterator[None]:
+    """Inside, ``body`` runs its layers ``start`` to ``stop - 1`` (transformers' decoders run
+    ``layers[: config.num_hidden_layers]``), then its final norm unless ``norm`` is False;
+    callers hold the host's lock, as for adapters."""
     config = getattr(body, "config", None)
     total = getattr(config, "num_hidden_layers", None)
-    if depth is None or depth == total:
+    if start == 0 and (stop is None or stop == total) and norm:
         yield
         return
-    if not isinstance(total, int) or len(getattr(body, "layers", ())) != total:
-        raise ConfigError(f"`depth` {depth} needs a decoder with `layers` and `config.num_hidden_layers`; `{type(body).__name__}` has neither")
-    check_depth(depth, total)
-    config.num_hidden_layers = depth
+    layers, final = getattr(body, "layers", ()), getattr(body, "norm", None)
+    if not isinstance(total, int) or len(layers) != total or final is None:
+        raise ConfigError(
+            f"`depth` {stop} needs a decoder with `layers`, `norm` and `config.num_hidden_layers`; `{type(body).__name__}` lacks one"
+        )
+    stop = total if stop is None else stop
+    check_depth(stop, total)
+    if not 0 <= start < stop:
+        raise ConfigError(f"the body's first layer must be between 0 and {stop - 1} (the layer below `depth` {stop}), got {start}")
+    config.num_hidden_layers = stop - start
+    if start:
+        body.layers = nn.ModuleList(list(layers)[start:stop])
+    if not norm:
+        body.norm = nn.Identity()
     try:
         yield
     finally:
         config.num_hidden_layers = total
+        body.layers = layers
+        body.norm = final
 
 
 def _require_tokens(attention_mask: torch.Tensor) -> None:

@@ -86,7 +86,8 @@ class LoraSettings(BaseModel):
         None,
         ge=1,
         description="put LoRA only on the last N transformer layers (null: all layers); backpropagation then "
-        "stops at the first adapted layer, so training costs less",
+        "stops at the first adapted layer, and classify/tag trainers compute the layers below it once per "
+        "example (kept in memory up to 2 GiB) instead of at every step, so training costs less",
     )
 
 

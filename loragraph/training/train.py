@@ -34,12 +34,14 @@ from loragraph.training.config import LoraSettings, TrainAttention, TrainConfig,
 __all__ = [
     "HEADLINE_METRIC",
     "EpochReport",
+    "FrozenStates",
     "HeadTask",
     "PromotionDecision",
     "TrainOutcome",
     "add_lora",
     "find_config",
     "fit_head",
+    "frozen_states",
     "fused_lora_forward",
     "load_splits",
     "promote_if_better",
@@ -54,6 +56,8 @@ EpochCallback = Callable[["EpochReport"], None]
 _STATE_FILE = "trainer_state.json"
 _LORA_FILE = "lora.safetensors"
 _OPTIM_FILE = "optimizer.pt"
+_FROZEN_STATES_BYTES = 2 * 2**30
+"""At most this much memory for the cached output of the layers below the lowest LoRA layer."""
 
 
 @dataclass
@@ -273,6 +277,75 @@ def _batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator
     return [batches[i] for i in perm]
 
 
+@dataclass
+class FrozenStates:
+    """The residual stream after the body's first ``layers`` layers, per training example.
+
+    Nothing below the lowest LoRA layer trains, so its output for an example never changes:
+    ``fit_head`` computes it once (``layer_states``) and every step runs only the layers
+    from ``layers`` up (``body_hidden_states(..., states=..., first_layer=layers)``).
+    ``states[i]`` holds example ``i``'s real tokens, ``[T_i, H]``.
+    """
+
+    layers: int
+    states: list[torch.Tensor]
+
+    def batch(self, rows: Sequence[int], width: int) -> torch.Tensor:
+        """Rows ``rows`` left-padded with zeros to ``width`` tokens, as ``encode`` pads the batch."""
+        first = self.states[rows[0]]
+        out = first.new_zeros(len(rows), width, first.shape[-1])
+        for row, i in enumerate(rows):
+            tokens = self.states[i]
+            if tokens.shape[0] > width:
+                raise ConfigError(f"cached example {i} has {tokens.shape[0]} tokens, more than its batch's {width}")
+            out[row, width - tokens.shape[0] :] = tokens
+        return out
+
+
+def frozen_states(
+    config: TrainConfig, base: LoadedBase, model: Any, texts: Sequence[str], lengths: Sequence[int], *, depth: int | None
+) -> FrozenStates | None:
+    """``FrozenStates`` for ``texts`` when layers below the lowest LoRA layer (``lora.last_layers``) are frozen.
+
+    None when LoRA starts at layer 0, or when the cache would exceed ``_FROZEN_STATES_BYTES``
+    (then every step runs the whole body, as without the cache).
+    """
+    from loragraph.adapters.heads import encode, first_trainable_layer, layer_states, length_batches
+
+    top = depth if depth is not None else int(base.model.config.num_hidden_layers)
+    layers = min(first_trainable_layer(model), top - 1)
+    if layers <= 0:
+        return None
+    size = sum(lengths) * base.hidden_size * torch.finfo(base.compute_dtype).bits // 8
+    if size > _FROZEN_STATES_BYTES:
+        print(
+            f"{config.adapter}: layers 0-{layers - 1} carry no LoRA, but their output for {len(texts)} texts "
+            f"({size / 2**20:.0f} MB) is over {_FROZEN_STATES_BYTES / 2**20:.0f} MB: every step runs them",
+            file=sys.stderr,
+        )
+        return None
+    states: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+    bar = _progress(len(texts), f"{config.adapter}: layers 0-{layers - 1} (no LoRA), once", unit="text")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), training_compute(base, attention=config.attention, mixed_precision=config.mixed_precision):
+        for rows in length_batches(texts, 32):
+            enc = encode(base.tokenizer, [texts[i] for i in rows], config.max_length)
+            out = layer_states(model, enc["input_ids"], enc["attention_mask"], layers=layers)
+            for row, i in enumerate(rows):
+                real = int(enc["attention_mask"][row].sum())
+                states[i] = out[row, out.shape[1] - real :].clone()
+            bar.update(len(rows))
+    bar.close()
+    model.train(was_training)
+    print(
+        f"{config.adapter}: layers 0-{layers - 1} carry no LoRA: their output for the {len(texts)} training texts "
+        f"is computed once ({size / 2**20:.0f} MB) and each step runs layers {layers}-{top - 1}",
+        file=sys.stderr,
+    )
+    return FrozenStates(layers=layers, states=states)
+
+
 def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
@@ -282,10 +355,10 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _progress(total: int, desc: str) -> Any:
+def _progress(total: int, desc: str, unit: str = "batch") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=10.0, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=10.0, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -402,6 +475,7 @@ def fit_head(
     tokenizer = base.tokenizer
     texts = task.texts(train_examples)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]]
+    frozen = frozen_states(config, base, model, texts, lengths, depth=head.config.depth)
     steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
     total = steps_per_epoch * config.epochs
     lora_params = [p for p in model.parameters() if p.requires_grad]
@@ -453,7 +527,13 @@ def fit_head(
             batch = [train_examples[i] for i in batch_ids]
             enc = encode(tokenizer, task.texts(batch), config.max_length)
             with training_compute(base, attention=config.attention, mixed_precision=config.mixed_precision):
-                hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=head.config.depth)
+                if frozen is None:
+                    hidden = body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=head.config.depth)
+                else:
+                    states = frozen.batch(batch_ids, enc["input_ids"].shape[1])
+                    hidden = body_hidden_states(
+                        model, None, enc["attention_mask"], states=states, first_layer=frozen.layers, depth=head.config.depth
+                    )
             logits = head(hidden, enc["attention_mask"])
             loss = task.loss(logits, task.targets(batch, enc))
             loss.backward()

@@ -15,6 +15,7 @@ from loragraph.adapters.heads import (
     body_hidden_states,
     build_head,
     encode,
+    layer_states,
     load_head,
     pool_attention,
     pool_last,
@@ -220,6 +221,37 @@ def test_body_hidden_states_depth_runs_only_the_first_layers(tiny_base: Any) -> 
     with pytest.raises(ConfigError, match=rf"`depth` must be between 1 and the base's {layers} layers, got {layers + 1}"):
         body_hidden_states(model, enc["input_ids"], enc["attention_mask"], depth=layers + 1)
     assert model.config.num_hidden_layers == layers
+
+
+def test_body_continues_from_cached_layer_states(tiny_base: Any) -> None:
+    """`layer_states` (the residual stream after layer 0, computed row by row, unpadded) left-padded
+    into a batch and continued from layer 1 gives the whole body's output at every real token."""
+    tok, model = tiny_base.tokenizer, tiny_base.model
+    body = model.get_decoder()
+    texts = ["Where is my order?", "Refund the blue kettle, I was charged twice."]
+    enc = encode(tok, texts, 64)
+    mask = enc["attention_mask"]
+    width = enc["input_ids"].shape[1]
+    layers, norm = body.layers, body.norm
+    with torch.inference_mode():
+        whole = body_hidden_states(model, enc["input_ids"], mask)
+        rows = []
+        for text in texts:
+            single = encode(tok, [text], 64)
+            state = layer_states(model, single["input_ids"], single["attention_mask"], layers=1)[0]
+            rows.append(torch.cat([state.new_zeros(width - state.shape[0], state.shape[1]), state]))
+        continued = body_hidden_states(model, None, mask, states=torch.stack(rows), first_layer=1)
+        # no final norm on the cached states: layer 0's output as the body's hidden_states[1]
+        single = encode(tok, texts[:1], 64)
+        raw = model(**single, output_hidden_states=True, position_ids=single["attention_mask"].long().cumsum(-1) - 1)
+        assert torch.allclose(layer_states(model, single["input_ids"], single["attention_mask"], layers=1), raw.hidden_states[1], atol=1e-5)
+    assert torch.allclose(continued[mask.bool()], whole[mask.bool()], atol=1e-5)
+    assert body.layers is layers and body.norm is norm and model.config.num_hidden_layers == 2  # restored
+    with pytest.raises(ConfigError, match=r"`states` and `first_layer` go together"):
+        body_hidden_states(model, enc["input_ids"], mask, first_layer=1)
+    with pytest.raises(ConfigError, match=r"first layer must be between 0 and 0 \(the layer below `depth` 1\), got 1"):
+        body_hidden_states(model, None, mask, states=torch.stack(rows), first_layer=1, depth=1)
+    assert body.layers is layers and model.config.num_hidden_layers == 2
 
 
 def test_body_hidden_states_uses_active_lora(tiny_base_path: Path) -> None:

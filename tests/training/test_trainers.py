@@ -346,6 +346,31 @@ def test_lora_on_the_last_layers_only(tmp_path: Path, tiny_base_path: Path) -> N
         train(too_many, registry=Registry(tmp_path / "r"))
 
 
+@pytest.mark.parametrize("kind", ["classify", "tag"])
+def test_frozen_layers_are_computed_once_and_train_the_same(
+    tmp_path: Path, tiny_base_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LoRA on layer 1 only: layer 0's output per training text is cached before the first step,
+    and the adapter comes out as it does when every step runs layer 0 (the cache turned off)."""
+    from safetensors.torch import load_file
+
+    import loragraph.training.train as trainer
+
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "down_proj"], "last_layers": 1}
+    cached = train(make_config(tmp_path, tiny_base_path, kind, name="cached", lora=lora), registry=Registry(tmp_path / "a"))
+    assert "layers 0-0 carry no LoRA: their output for the 16 training texts is computed once" in capsys.readouterr().err
+    monkeypatch.setattr(trainer, "_FROZEN_STATES_BYTES", 0)
+    every = train(make_config(tmp_path, tiny_base_path, kind, name="every", lora=lora), registry=Registry(tmp_path / "b"))
+    assert "every step runs them" in capsys.readouterr().err
+    for name in ("adapter_model.safetensors", "head.safetensors"):
+        a, b = load_file(str(cached.path / name)), load_file(str(every.path / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-3)
+    assert cached.manifest.metrics == pytest.approx(every.manifest.metrics, abs=1e-4)
+    assert _lora_b_norm(cached) > 0
+
+
 @pytest.mark.slow
 def test_qlora_classify_on_the_bundled_nf4_base(tmp_path: Path) -> None:
     """One short QLoRA run on the real 4-bit base: the adapter trains, the 4-bit base stays as it was."""
