@@ -171,10 +171,12 @@ def _stop_after(epoch: int) -> Any:
     return callback
 
 
-def test_classify_resume_continues_from_the_checkpoint_and_matches(tmp_path: Path, tiny_base_path: Path) -> None:
+@pytest.mark.parametrize("last_layers", [None, 1])  # 1: layer 0 frozen, its output cached again on resume
+def test_classify_resume_continues_from_the_checkpoint_and_matches(tmp_path: Path, tiny_base_path: Path, last_layers: int | None) -> None:
     from safetensors.torch import load_file
 
-    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=3, early_stopping_patience=None)
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "last_layers": last_layers}
+    cfg = make_config(tmp_path, tiny_base_path, "classify", epochs=3, early_stopping_patience=None, lora=lora)
     registry = Registry(tmp_path / "registry")
     with pytest.raises(_Interrupt):
         train(cfg, registry=registry, on_epoch_end=_stop_after(1))
