@@ -39,7 +39,8 @@ with dropout. The peak includes loading (the
 
     nice python benchmarks/training.py [--steps 4] [--batch 8] [--kinds classify,tag,generate]
                                        [--targets q_proj,k_proj,v_proj,o_proj] [--lora-dropout 0]
-                                       [--compare-dropout 0.05] [--no-compare] [--depth 15] [--frozen 5] [--json]
+                                       [--compare-dropout 0.05] [--no-compare] [--depth 15] [--frozen 5]
+                                       [--base DIR] [--json]
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def _child(
     kind: str, quantization: str, steps: int, batch: int, threads: int, dropout: float, compute: str, targets: list[str],
     depth: int | None = None,
     frozen: int | None = None,
+    base_dir: str | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -89,7 +91,8 @@ def _child(
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    base = load_base(BaseSpec(quantization=quantization), trainable=True)
+    spec = BaseSpec(quantization=quantization) if base_dir is None else BaseSpec(name=base_dir, quantization=quantization)
+    base = load_base(spec, trainable=True)
     load_s = time.perf_counter() - started
     rss_loaded = _current_rss_mb()
     model = add_lora(base.model, LoraSettings(r=8, alpha=16, dropout=dropout, target_modules=targets), seed=0)
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frozen", type=int, default=5,
                         help="classify/tag: the compare run also times steps at `depth` with layers below N frozen and"
                              " cached (`lora.last_layers: depth - N`); 0: skip")
+    parser.add_argument("--base", default=None, help="a base model folder instead of the bundled base (the tests' tiny one)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "QUANTIZATION", "DROPOUT", "COMPUTE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, quantization, dropout, compute = args.child
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         result = _child(
-            kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets, args.depth or None, args.frozen or None
+            kind, quantization, args.steps, args.batch, args.threads, float(dropout), compute, targets, args.depth or None,
+            args.frozen or None, args.base,
         )
         print("RESULT " + json.dumps(result), flush=True)
         return 0
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         for quantization, dropout, compute in runs:
             cmd = [sys.executable, __file__, "--child", kind, quantization, str(dropout), compute, "--steps", str(args.steps),
                    "--batch", str(args.batch), "--threads", str(args.threads), "--targets", args.targets, "--depth", str(args.depth),
-                   "--frozen", str(args.frozen)]
+                   "--frozen", str(args.frozen)] + (["--base", args.base] if args.base else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:

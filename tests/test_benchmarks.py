@@ -30,6 +30,25 @@ def test_guardrails_benchmark_runs_every_document_through_every_stage(tiny_base_
     assert "guard_in" in checks and checks & {"check_reply", "check_out_of_scope"}
 
 
+def test_training_benchmark_times_every_variant_on_the_tiny_base(tiny_base_path: Path) -> None:
+    """``benchmarks/training.py`` on the tiny base: nf4 vs bf16, the step kernels, the fused LoRA,
+    `depth` and the frozen layers run once, each a positive time and ratio."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "training.py"), "--base", str(tiny_base_path), "--kinds", "classify,tag",
+         "--steps", "1", "--batch", "2", "--depth", "2", "--frozen", "1", "--json"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert {r["kind"] for r in result["ratios"]} == {"classify", "tag"}
+    for ratio in result["ratios"]:
+        for key in ("speed_kernels_over_plain", "speed_fused_over_peft_lora", "speed_depth_over_all_layers",
+                    "speed_frozen_over_depth", "speed_nf4_over_bf16", "speed_nf4_over_nf4_with_dropout"):
+            assert ratio[key] > 0, (ratio["kind"], key)
+    compared = [r for r in result["results"] if r["compute"] == "compare"]
+    assert all(r["frozen"] == 1 and r["frozen_seconds_per_step"] > 0 for r in compared)
+
+
 def test_router_benchmark_replays_a_whole_pipeline_run(tiny_base_path: Path, tmp_path: Path) -> None:
     """``benchmarks/router.py`` on the tiny base with random adapters: the random guardrails let
     the runs through (threshold 1.0), so the replay goes past the input guardrail to the reply."""
