@@ -120,8 +120,10 @@ def _child(
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
+    timed_depth = compute == "compare" and head is not None and depth is not None
+    timed_frozen = timed_depth and bool(frozen)
     cached = None
-    if compute == "compare" and head is not None and depth is not None and frozen:
+    if timed_frozen:
         with torch.no_grad(), training_compute(base):  # once, as the trainers do before the first step
             cached = layer_states(model, ids, mask, layers=frozen)
 
@@ -146,10 +148,8 @@ def _child(
         return float(loss.detach())
 
     variants: list[dict[str, Any]] = [{}, plain, unfused] if compute == "compare" else [{}]
-    timed_depth = compute == "compare" and head is not None and depth is not None
     if timed_depth:
         variants.append({"depth": depth})  # the trainers' kernels, the head reading layer `depth`
-    timed_frozen = timed_depth and cached is not None
     if timed_frozen:
         variants.append({"depth": depth, "frozen": frozen})  # ... and layers below `frozen` from their cached output
     for kernels in variants:

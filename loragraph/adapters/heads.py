@@ -251,13 +251,7 @@ def body_hidden_states(
     body = _body(model)
     inputs = {"inputs_embeds": states} if states is not None else {"input_ids": input_ids}
     with _peft_hooks(model, adapter_names), _layer_range(body, first_layer, depth):
-        out = body(
-            **inputs,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        )
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return _run_body(body, attention_mask, **inputs)
 
 
 def layer_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, layers: int) -> torch.Tensor:
@@ -269,12 +263,12 @@ def layer_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     """
     body = _body(model)
     with _layer_range(body, 0, layers, norm=False):
-        out = body(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        )
+        return _run_body(body, attention_mask, input_ids=input_ids)
+
+
+def _run_body(body: nn.Module, attention_mask: torch.Tensor, **inputs: torch.Tensor | None) -> torch.Tensor:
+    """One forward of ``body`` (``input_ids=`` or ``inputs_embeds=``), position ids from the mask, no cache."""
+    out = body(**inputs, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 

@@ -475,7 +475,6 @@ def fit_head(
     tokenizer = base.tokenizer
     texts = task.texts(train_examples)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]]
-    frozen = frozen_states(config, base, model, texts, lengths, depth=head.config.depth)
     steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
     total = steps_per_epoch * config.epochs
     lora_params = [p for p in model.parameters() if p.requires_grad]
@@ -514,6 +513,9 @@ def fit_head(
     patience = config.early_stopping_patience
     if patience is not None and stale >= patience:
         stopped_early = True
+    frozen = None  # built only when an epoch is left to run (a resumed run that had finished needs none)
+    if not stopped_early and start_epoch < config.epochs:
+        frozen = frozen_states(config, base, model, texts, lengths, depth=head.config.depth)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if stopped_early:
             break
